@@ -41,8 +41,11 @@ class InputFormatError(AtacformerError, ValueError):
         super().__init__(text)
 
 
-class GenomeMismatchError(AtacformerError, ValueError):
-    """An input's chromosomes or coordinates do not fit the chosen genome."""
+class GenomeMismatchError(InputFormatError):
+    """An input's chromosomes or coordinates do not fit the chosen genome.
+
+    Same arguments as :class:`InputFormatError` (``path`` may be ``None``).
+    """
 
 
 class VocabularyMismatchError(AtacformerError, ValueError):

@@ -82,7 +82,7 @@ class Genome:
         c = normalize_chrom(chrom)
         if c not in self.chrom_sizes:
             raise GenomeMismatchError(
-                f"chromosome {chrom!r} is not in genome {self.name} "
+                None, f"chromosome {chrom!r} is not in genome {self.name} "
                 f"(it has {', '.join(self.chroms[:5])}, ...)"
             )
         return self.chrom_sizes[c]
@@ -103,13 +103,12 @@ class Genome:
         """
         chroms = np.asarray(chroms)
         ends = np.asarray(ends)
-        src = f"{source}: " if source else ""
         uniq = np.unique(chroms)
         unknown = [c for c in uniq if c not in self.chrom_sizes]
         if unknown:
             hint = _guess_genome(uniq)
             raise GenomeMismatchError(
-                f"{src}chromosome(s) {', '.join(map(repr, unknown[:5]))} are not in genome "
+                source, f"chromosome(s) {', '.join(map(repr, unknown[:5]))} are not in genome "
                 f"{self.name}" + (f"; the input looks like {hint}" if hint else "")
             )
         for c in uniq:
@@ -118,7 +117,7 @@ class Genome:
             if mx > self.chrom_sizes[c]:
                 hint = _guess_genome(uniq, ends, chroms)
                 raise GenomeMismatchError(
-                    f"{src}coordinate {mx} on {c} lies past its end ({self.chrom_sizes[c]}) in "
+                    source, f"coordinate {mx} on {c} lies past its end ({self.chrom_sizes[c]}) in "
                     f"genome {self.name}" + (f"; the input looks like {hint}" if hint else "")
                 )
 

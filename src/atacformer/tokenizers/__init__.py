@@ -1,1 +1,7 @@
-"""tokenizers."""
+"""Tokenizers: fragments files, peak matrices and BED files -> vocabulary token ids."""
+
+from atacformer.tokenizers._cells import TokenizedCells
+from atacformer.tokenizers.fragments import tokenize_fragments
+from atacformer.tokenizers.regions import region_token_pairs, tokenize_bed, tokenize_peak_matrix
+
+__all__ = ["TokenizedCells", "region_token_pairs", "tokenize_bed", "tokenize_fragments", "tokenize_peak_matrix"]

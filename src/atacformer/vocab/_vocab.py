@@ -37,7 +37,7 @@ class Vocabulary:
     --------
     >>> v = Vocabulary.from_bins("hg38", 5000)
     >>> v.n_regions, v.token_id("<pad>") == v.n_regions + 1
-    (617669, True)
+    (617665, True)
     """
 
     def __init__(self, chroms, starts, ends, special_tokens=DEFAULT_SPECIAL_TOKENS,

@@ -1,0 +1,93 @@
+"""The result of tokenizing cells: a cells x vocabulary count matrix with its barcodes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from atacformer.vocab import Vocabulary
+
+
+@dataclass
+class TokenizedCells:
+    """Cells x vocabulary-regions CSR counts.
+
+    Row ``i``'s column indices are cell ``i``'s token ids (sorted), its values the number of
+    fragments (or insertions, or summed peak counts) falling in each token.
+
+    Attributes
+    ----------
+    X
+        ``scipy.sparse.csr_matrix`` (n_cells, vocab.n_regions), int32.
+    barcodes
+        Cell barcodes (row names).
+    vocab
+        The vocabulary whose regions are the columns.
+    obs
+        Per-cell metadata (index = barcodes), e.g. ``n_fragments``, ``cell_type``.
+    """
+
+    X: sp.csr_matrix
+    barcodes: np.ndarray
+    vocab: Vocabulary
+    obs: pd.DataFrame = field(default=None)
+
+    def __post_init__(self):
+        if self.obs is None:
+            self.obs = pd.DataFrame(index=pd.Index(np.asarray(self.barcodes, dtype=str), name=None))
+        if self.X.shape != (len(self.barcodes), self.vocab.n_regions):
+            raise ValueError(f"X has shape {self.X.shape}, expected ({len(self.barcodes)}, {self.vocab.n_regions})")
+
+    @property
+    def n_cells(self) -> int:
+        return self.X.shape[0]
+
+    def tokens(self, i: int) -> np.ndarray:
+        """Sorted token ids of cell ``i``."""
+        return self.X.indices[self.X.indptr[i]:self.X.indptr[i + 1]].astype(np.int64)
+
+    def to_anndata(self):
+        """AnnData with ``X`` = counts CSR, ``var`` = chrom/start/end of each token,
+        ``obs_names`` = barcodes, and the vocabulary's hash/specials in ``uns``."""
+        import anndata as ad
+
+        obs = self.obs.copy()
+        obs.index = pd.Index(np.asarray(self.barcodes, dtype=str))
+        a = ad.AnnData(X=self.X, obs=obs, var=self.vocab.to_dataframe())
+        a.uns["atacformer_vocab"] = {"hash": self.vocab.region_hash(), "genome": self.vocab.genome or "",
+                                     "bin_size": int(self.vocab.bin_size or 0),
+                                     "special_tokens": list(self.vocab.special_tokens)}
+        return a
+
+    def write_h5ad(self, path) -> None:
+        """Write :meth:`to_anndata` atomically (temporary file, then rename)."""
+        path = os.fspath(path)
+        tmp = path + ".tmp.h5ad"
+        try:
+            self.to_anndata().write_h5ad(tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    def summary(self) -> dict:
+        nnz = np.diff(self.X.indptr)
+        return {"cells": int(self.n_cells), "vocabulary_regions": int(self.vocab.n_regions),
+                "tokens": int(self.X.nnz), "counts": int(self.X.sum()),
+                "tokens_per_cell_median": float(np.median(nnz)) if len(nnz) else 0.0,
+                "regions_used": int(np.count_nonzero(np.bincount(self.X.indices, minlength=1)))}
+
+
+def csr_from_pairs(rows, cols, n_rows: int, n_cols: int, data=None) -> sp.csr_matrix:
+    """Sum duplicate ``(row, col)`` pairs into a CSR matrix with sorted indices (linear time)."""
+    rows = np.asarray(rows)
+    if data is None:
+        data = np.ones(len(rows), dtype=np.int32)
+    m = sp.csr_matrix((data, (rows, cols)), shape=(n_rows, n_cols))
+    m.sum_duplicates()
+    m.sort_indices()
+    return m

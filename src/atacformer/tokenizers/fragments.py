@@ -1,0 +1,227 @@
+"""Fragments file -> cells x vocabulary counts.
+
+Each fragment ``[s, e)`` adds 1 to every vocabulary region it overlaps (``mode="fragment"``),
+or, with ``mode="insertion"``, each of its two Tn5 insertion sites (``s`` and ``e - 1``, the
+SnapATAC2 convention) adds 1 to the region containing it. Work is vectorised per block;
+duplicates within a block are summed right away so memory tracks the output matrix, not the
+number of fragments.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from atacformer._core.overlap import bin_span_pairs
+from atacformer.errors import GenomeMismatchError, InputFormatError
+from atacformer.genome import get_genome
+from atacformer.io.fragments import FragmentBlock, iter_fragment_blocks
+from atacformer.tokenizers._cells import TokenizedCells, csr_from_pairs
+from atacformer.vocab import Vocabulary
+
+log = logging.getLogger(__name__)
+MODES = ("fragment", "insertion")
+
+
+def is_contig(chrom: str) -> bool:
+    """Unplaced/alternative contigs and decoys that a primary-assembly genome leaves out."""
+    c = chrom.removeprefix("chr")
+    return ("_" in c or c.startswith(("Un", "GL", "KI", "JH", "GK", "EBV", "hs37d5"))
+            or c.endswith(("random", "alt", "decoy")) or c in ("EBV", "M"))
+
+
+def read_barcodes(path) -> list[str]:
+    """One barcode per line (first tab-separated column; ``#`` lines and blanks skipped)."""
+    p = os.fspath(path)
+    out = []
+    import gzip
+
+    opener = gzip.open if p.endswith(".gz") else open
+    with opener(p, "rt") as f:
+        for line in f:
+            if line.strip() and not line.startswith("#"):
+                out.append(line.split("\t")[0].strip())
+    if not out:
+        raise InputFormatError(p, "no barcodes found (empty file)")
+    return out
+
+
+class _BlockMapper:
+    """Maps each block's local chromosome/barcode dictionaries to global ids."""
+
+    def __init__(self, vocab: Vocabulary, genome, whitelist):
+        self.vocab = vocab
+        self.genome = genome
+        self.offsets = vocab._chrom_offset()
+        self.counts = vocab.chrom_region_counts()
+        self.skipped_chroms: dict[str, int] = {}
+        if whitelist is not None:
+            self.bc_index = {b: i for i, b in enumerate(whitelist)}
+            self.fixed = True
+        else:
+            self.bc_index = {}
+            self.fixed = False
+
+    def cells(self, fb: FragmentBlock) -> np.ndarray:
+        if self.fixed:
+            lut = np.fromiter((self.bc_index.get(b, -1) for b in fb.barcodes), dtype=np.int64, count=len(fb.barcodes))
+        else:
+            d = self.bc_index
+            lut = np.fromiter((d.setdefault(b, len(d)) for b in fb.barcodes), dtype=np.int64, count=len(fb.barcodes))
+        return lut[fb.barcode_codes]
+
+    def check_genome(self, fb: FragmentBlock) -> np.ndarray:
+        """Validate chromosomes/coordinates; return a per-local-chrom 'usable' mask."""
+        usable = np.ones(len(fb.chroms), dtype=bool)
+        if self.genome is None:
+            return usable
+        sizes = self.genome.chrom_sizes
+        for k, c in enumerate(fb.chroms):
+            if c in sizes:
+                continue
+            if is_contig(c):
+                usable[k] = False
+                continue
+            bad = fb.chroms[k]
+            fb.fail_at(lambda f, bad=bad: (f"chromosome {f[0]!r} is not in genome {self.genome.name}", f[0])
+                       if _norm(f[0]) == bad else None, error=GenomeMismatchError)
+        length = np.array([sizes.get(c, np.iinfo(np.int64).max) for c in fb.chroms], dtype=np.int64)
+        over = fb.ends > length[fb.chrom_codes]
+        if over.any():
+            fb.fail_at(lambda f: (f"end lies past the end of {_norm(f[0])} ({sizes[_norm(f[0])]} bp) "
+                                  f"in genome {self.genome.name}", int(f[2]))
+                       if _norm(f[0]) in sizes and int(f[2]) > sizes[_norm(f[0])] else None,
+                       error=GenomeMismatchError)
+        return usable
+
+    def pairs(self, fb: FragmentBlock, usable: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(row_in_block, token_id)`` pairs of one block."""
+        if mode == "insertion":
+            # two insertion sites per fragment, as 1-bp intervals
+            n = len(fb)
+            keep = fb.ends > fb.starts
+            s = np.concatenate([fb.starts, fb.ends - 1])
+            rows = np.concatenate([np.arange(n), np.arange(n)])
+            sel = np.concatenate([keep, keep])
+            return self._overlap(fb, rows[sel], s[sel], s[sel] + 1, usable)
+        return self._overlap(fb, np.arange(len(fb)), fb.starts, fb.ends, usable)
+
+    def _overlap(self, fb, rows, starts, ends, usable):
+        codes = fb.chrom_codes[rows]
+        v = self.vocab
+        if v.bin_size is not None:
+            off = np.array([self.offsets.get(c, -1) if usable[k] else -1 for k, c in enumerate(fb.chroms)], np.int64)
+            nb = np.array([self.counts.get(c, 0) for c in fb.chroms], np.int64)
+            ok = off[codes] >= 0
+            rows, starts, ends, codes = rows[ok], starts[ok], ends[ok], codes[ok]
+            q, b = bin_span_pairs(starts, ends, v.bin_size)
+            inside = b < nb[codes[q]]
+            q, b = q[inside], b[inside]
+            return rows[q], b + off[codes[q]]
+        out_r, out_t = [], []
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(fb.chroms) + 1))
+        for k, c in enumerate(fb.chroms):
+            sel = order[bounds[k]:bounds[k + 1]]
+            if not len(sel) or not usable[k] or c not in self.offsets:
+                continue
+            q, t = v.overlap_pairs(c, starts[sel], ends[sel])
+            out_r.append(rows[sel[q]])
+            out_t.append(t)
+        if not out_r:
+            e = np.empty(0, dtype=np.int64)
+            return e, e.copy()
+        return np.concatenate(out_r), np.concatenate(out_t)
+
+
+def _norm(c: str) -> str:
+    from atacformer.genome import normalize_chrom
+
+    return normalize_chrom(c)
+
+
+def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, min_fragments: int = 0,
+                       mode: str = "fragment", block_bytes: int = 32 << 20, threads: int = 1,
+                       progress: bool | None = None) -> TokenizedCells:
+    """Tokenize a fragments file into a cells x vocabulary count matrix.
+
+    Parameters
+    ----------
+    path
+        10x fragments file (gz/bgz/plain), sorted by position or by barcode.
+    vocab
+        Vocabulary (genome bins or any region set, overlapping regions allowed).
+    genome
+        Genome name or :class:`~atacformer.genome.Genome` to validate chromosomes and
+        coordinates against (default: ``vocab.genome``). Unplaced contigs (``chrUn_*``,
+        ``*_random``, ``KI270*``...) and chrM are skipped when the genome lacks them; any other
+        unknown chromosome, or an end past a chromosome's end, is an error naming the line.
+    barcodes
+        Whitelist (list of barcodes or a file path, one per line); rows follow its order and
+        cells absent from the file get empty rows. ``None`` keeps every barcode, in order of
+        first appearance.
+    min_fragments
+        Drop cells with fewer fragments (lines in the file, whatever they overlap).
+    mode
+        ``"fragment"`` (each fragment counts once per overlapped region) or ``"insertion"``
+        (both Tn5 insertion sites count, as SnapATAC2's tile matrix).
+
+    Returns
+    -------
+    TokenizedCells
+        ``obs["n_fragments"]`` holds each cell's fragment count.
+
+    Examples
+    --------
+    >>> v = Vocabulary.from_bins("hg38", 5000)
+    >>> cells = tokenize_fragments("fragments.tsv.gz", v, min_fragments=500)  # doctest: +SKIP
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    p = os.fspath(path)
+    if isinstance(barcodes, (str, os.PathLike)):
+        barcodes = read_barcodes(barcodes)
+    g = get_genome(genome) if genome is not None else (get_genome(vocab.genome) if vocab.genome else None)
+    m = _BlockMapper(vocab, g, barcodes)
+    parts_r, parts_c, parts_v = [], [], []
+    n_frag = np.zeros(0, dtype=np.int64)
+    bar = tqdm(desc=f"tokenizing {os.path.basename(p)}", unit=" fragments", unit_scale=True, disable=progress is False
+               if progress is not None else None, leave=False)
+    for fb in iter_fragment_blocks(p, block_bytes=block_bytes, threads=threads):
+        usable = m.check_genome(fb)
+        cell = m.cells(fb)
+        n_cells_now = len(barcodes) if barcodes is not None else len(m.bc_index)
+        known = cell >= 0
+        counts = np.bincount(cell[known], minlength=n_cells_now)
+        if len(counts) > len(n_frag):
+            n_frag = np.concatenate([n_frag, np.zeros(len(counts) - len(n_frag), np.int64)])
+        n_frag[: len(counts)] += counts
+        r, t = m.pairs(fb, usable, mode)
+        rc = cell[r]
+        ok = rc >= 0
+        blk = csr_from_pairs(rc[ok], t[ok], n_cells_now, vocab.n_regions).tocoo()
+        parts_r.append(blk.row.astype(np.int32))
+        parts_c.append(blk.col.astype(np.int32))
+        parts_v.append(blk.data.astype(np.int32))
+        bar.update(len(fb))
+    bar.close()
+    n_cells = len(barcodes) if barcodes is not None else len(m.bc_index)
+    if len(n_frag) < n_cells:
+        n_frag = np.concatenate([n_frag, np.zeros(n_cells - len(n_frag), np.int64)])
+    X = csr_from_pairs(np.concatenate(parts_r), np.concatenate(parts_c), n_cells, vocab.n_regions,
+                       data=np.concatenate(parts_v))
+    names = np.asarray(barcodes if barcodes is not None else list(m.bc_index), dtype=object)
+    keep = np.flatnonzero(n_frag >= min_fragments) if min_fragments > 0 else np.arange(n_cells)
+    if len(keep) < n_cells:
+        X, names, n_frag = X[keep], names[keep], n_frag[keep]
+    cells = TokenizedCells(X=X.astype(np.int32), barcodes=names, vocab=vocab)
+    cells.obs["n_fragments"] = n_frag
+    log.info("%s: %d cells, %d fragments, %d tokens", p, cells.n_cells, int(n_frag.sum()), X.nnz)
+    if cells.n_cells == 0:
+        raise InputFormatError(p, f"no cell passed the filters (min_fragments={min_fragments}, "
+                               f"whitelist={'yes' if barcodes is not None else 'no'})")
+    return cells

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from atacformer.errors import InputFormatError
 from atacformer.genome import get_genome, normalize_chroms
 
-__all__ = ["PeakMatrix", "read_peak_matrix", "peaks_from_names"]
+__all__ = ["PeakMatrix", "peak_matrix_from_anndata", "peaks_from_names", "read_peak_matrix"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class PeakMatrix:
     obs
         Cell metadata, index = barcodes.
     path
-        The file or directory the matrix was read from.
+        The file or directory the matrix was read from (``None`` for in-memory data).
 
     Examples
     --------
@@ -61,7 +61,7 @@ class PeakMatrix:
     X: sp.csr_matrix
     peaks: pd.DataFrame
     obs: pd.DataFrame
-    path: str
+    path: str | None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -104,8 +104,8 @@ def read_peak_matrix(path, genome=None) -> PeakMatrix:
     --------
     >>> pm = read_peak_matrix("filtered_peak_bc_matrix.h5", genome="hg38")  # doctest: +SKIP
     >>> pm.peaks[["chrom", "start", "end"]].head(1)  # doctest: +SKIP
-      chrom   start     end
-    0  chr1  10109   10357
+                   chrom  start    end
+    chr1:10109-10357  chr1  10109  10357
     """
     p = Path(os.fspath(path))
     if not p.exists():
@@ -166,14 +166,20 @@ def peaks_from_names(names, path=None) -> pd.DataFrame:
     except OverflowError:
         raise InputFormatError(path, "peak coordinate too large in feature names") from None
     peaks = pd.DataFrame(
-        {"chrom": normalize_chroms(parts["chrom"].to_numpy()), "start": start, "end": end}, index=names
+        {"chrom": _chroms(parts["chrom"].to_numpy()), "start": start, "end": end}, index=names
     )
     _validate(peaks, path)
     return peaks
 
 
-def _validate(peaks: pd.DataFrame, path) -> None:
+def _chroms(values) -> np.ndarray:
+    """Normalised chromosome names as an object array of plain ``str``."""
+    return normalize_chroms(values).astype(str).astype(object)
+
+
+def _validate(peaks: pd.DataFrame, path, label=None) -> None:
     """Reject negative starts and starts past ends, naming the first offending peak."""
+    label = label or (lambda i: f"feature {peaks.index[i]!r}")
     for bad, what in (
         (peaks["start"].to_numpy() < 0, "negative peak start"),
         (peaks["start"].to_numpy() > peaks["end"].to_numpy(), "peak start is greater than its end"),
@@ -182,7 +188,7 @@ def _validate(peaks: pd.DataFrame, path) -> None:
             i = int(np.flatnonzero(bad)[0])
             row = peaks.iloc[i]
             raise InputFormatError(
-                path, f"{what} at row {i} ({peaks.index[i]})",
+                path, f"{what} at row {i} ({label(i)})",
                 value=f"{row['chrom']}:{row['start']}-{row['end']}",
             )
 
@@ -197,7 +203,8 @@ def _int_column(values, col: str, label, path) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise InputFormatError(
-            path, f"column {col!r} has a non-integer coordinate at row {i} ({label(i)})", value=s.iloc[i]
+            path, f"column {col!r} has a non-integer coordinate at row {i} ({label(i)})",
+            value=s.iloc[i].item() if isinstance(s.iloc[i], np.generic) else s.iloc[i],
         )
     return num.astype(np.int64)
 
@@ -216,13 +223,13 @@ def _peaks_from_var(var: pd.DataFrame, path=None, hint: str = "", label=None) ->
         c, s, e = cols
         peaks = pd.DataFrame(
             {
-                "chrom": normalize_chroms(var[c].astype(str).to_numpy()),
+                "chrom": _chroms(var[c].astype(str).to_numpy()),
                 "start": _int_column(var[s], s, label, path),
                 "end": _int_column(var[e], e, label, path),
             },
             index=names,
         )
-        _validate(peaks, path)
+        _validate(peaks, path, label)
         rest = var.drop(columns=cols)
     else:
         ok = pd.Series(names, dtype=object).str.fullmatch(_NAME_RE).to_numpy(dtype=bool)
@@ -249,17 +256,32 @@ def _read_h5ad(path: Path) -> PeakMatrix:
         adata = ad.read_h5ad(path)
     except Exception as err:  # anndata/h5py raise many types on a corrupt file
         raise InputFormatError(path, f"cannot read as .h5ad ({type(err).__name__}: {err})") from err
+    return peak_matrix_from_anndata(adata, path=path)
+
+
+def peak_matrix_from_anndata(adata, path=None) -> PeakMatrix:
+    """Build a :class:`PeakMatrix` from an in-memory AnnData (cells x peaks).
+
+    Coordinates come from ``var`` columns or, when absent, from ``var_names``, exactly as
+    for ``.h5ad`` files; the orientation is never guessed.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np, pandas as pd
+    >>> a = ad.AnnData(np.ones((2, 1), dtype=np.int32), var=pd.DataFrame(index=["chr1:10-20"]))
+    >>> peak_matrix_from_anndata(a).peaks[["chrom", "start", "end"]].values.tolist()
+    [['chr1', 10, 20]]
+    """
     if adata.X is None:
-        raise InputFormatError(path, ".h5ad file has no X matrix")
-    X = adata.X
-    X = sp.csr_matrix(X) if sp.issparse(X) or isinstance(X, np.ndarray) else sp.csr_matrix(np.asarray(X))
+        raise InputFormatError(path, "AnnData has no X matrix")
+    X = sp.csr_matrix(adata.X)  # CSC, dense or CSR -> CSR, shared when already CSR
     hint = ""
     if adata.n_obs and _names_ok(adata.obs_names[:1]):
-        hint = "; the obs names look like peaks: .h5ad is read as cells x features, transpose it first"
+        hint = "; the obs names look like peaks: AnnData is read as cells x features, transpose it first"
     peaks = _peaks_from_var(adata.var, path, hint=hint)
     obs = adata.obs.copy()
     obs.index = obs.index.astype(str)
-    return PeakMatrix(X=X, peaks=peaks, obs=obs, path=str(path))
+    return PeakMatrix(X=X, peaks=peaks, obs=obs, path=None if path is None else str(path))
 
 
 def _names_ok(names) -> bool:

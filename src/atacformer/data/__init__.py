@@ -1,1 +1,33 @@
-"""data."""
+"""On-disk tokenized corpora, streaming datasets and rank/worker sharding.
+
+A :class:`Corpus` is a folder holding a cells x vocabulary CSR count matrix as
+memory-mapped ``.npy`` shards (one per appended dataset), per-cell metadata as parquet and
+the :class:`~atacformer.vocab.Vocabulary`. It is appendable dataset by dataset, readable at
+any cell without loading the rest, and exchangeable with ``.h5ad``.
+:class:`CorpusDataset` streams it into PyTorch, sharded over distributed ranks and
+data-loader workers by :func:`shard_indices`.
+
+Examples
+--------
+>>> from atacformer.data import Corpus, CorpusDataset
+>>> corpus = Corpus.from_anndata("schep.h5ad", "schep_corpus")  # doctest: +SKIP
+>>> corpus.append_anndata("buenrostro.h5ad")  # doctest: +SKIP
+>>> token_ids, counts = corpus[0]  # doctest: +SKIP
+"""
+
+from atacformer.data._h5ad import append_anndata, from_anndata, to_anndata, vocab_from_var, write_h5ad
+from atacformer.data.corpus import Corpus, ShardInfo
+from atacformer.data.sharding import epoch_order, shard_indices
+
+
+def __getattr__(name):
+    # torch is imported only when the PyTorch dataset is asked for.
+    if name == "CorpusDataset":
+        from atacformer.data.dataset import CorpusDataset
+
+        return CorpusDataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["Corpus", "CorpusDataset", "ShardInfo", "append_anndata", "epoch_order", "from_anndata",
+           "shard_indices", "to_anndata", "vocab_from_var", "write_h5ad"]

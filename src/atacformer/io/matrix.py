@@ -327,17 +327,22 @@ def _read_10x_h5(path: Path) -> PeakMatrix:
         raise InputFormatError(path, f"10x matrix has a feature index outside 0..{n_f - 1}")
     X = sp.csc_matrix((data, indices, indptr), shape=shape).T.tocsr()  # (cells, features)
     if types is not None:
-        keep = types == _PEAK_TYPE
-        if not keep.any():
-            raise InputFormatError(path, f"no features of type {_PEAK_TYPE!r}", value=sorted(set(types))[:5])
-        if not keep.all():
-            logger.info("%s: dropping %d non-peak features", path, int((~keep).sum()))
-        X, ids = X[:, np.flatnonzero(keep)], ids[keep]
-        alt = alt[keep] if alt is not None else None
+        X, keep = _keep_peaks(X, types, path)
+        ids, alt = ids[keep], (alt[keep] if alt is not None else None)
     if not _names_ok(ids) and alt is not None and _names_ok(alt):
         ids = alt
     peaks = peaks_from_names(ids, path)
     return PeakMatrix(X=X.tocsr(), peaks=peaks, obs=pd.DataFrame(index=pd.Index(barcodes, name="barcode")), path=str(path))
+
+
+def _keep_peaks(X, types, path):
+    """Keep the columns of ``X`` whose feature type is ``Peaks`` (10x multiome files)."""
+    keep = np.asarray(types) == _PEAK_TYPE
+    if not keep.any():
+        raise InputFormatError(path, f"no features of type {_PEAK_TYPE!r}", value=sorted(set(types))[:5])
+    if not keep.all():
+        logger.info("%s: dropping %d non-peak features", path, int((~keep).sum()))
+    return X[:, np.flatnonzero(keep)], keep
 
 
 def _find_10x_group(f, path):
@@ -422,13 +427,8 @@ def _peaks_from_bed(table: pd.DataFrame, path: Path) -> pd.DataFrame:
 def _peaks_from_features(X, table: pd.DataFrame, path: Path):
     """10x ``features.tsv``: id, name, type[, chrom, start, end]; keep ``Peaks`` rows."""
     if table.shape[1] >= 3:
-        keep = (table[2] == _PEAK_TYPE).to_numpy()
-        if not keep.any():
-            raise InputFormatError(path, f"no features of type {_PEAK_TYPE!r} in column 3",
-                                   value=sorted(set(table[2]))[:5])
-        if not keep.all():
-            logger.info("%s: dropping %d non-peak features", path, int((~keep).sum()))
-        X, table = X[:, np.flatnonzero(keep)], table[keep]
+        X, keep = _keep_peaks(X, table[2].to_numpy(), path)
+        table = table[keep]
     var = pd.DataFrame(index=pd.Index(table[0].to_numpy()))
     if table.shape[1] >= 6:
         var = var.assign(chrom=table[3].to_numpy(), start=table[4].to_numpy(), end=table[5].to_numpy())

@@ -37,6 +37,11 @@ def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None
     attention_mask = attention_mask.bool()
     if bool(attention_mask.all()):
         return None
+    # a row with no real token would softmax over nothing (NaN); let it see position 0
+    empty = ~attention_mask.any(dim=1, keepdim=True)  # (B, 1)
+    first = torch.zeros_like(attention_mask)
+    first[:, 0] = True
+    attention_mask = attention_mask | (empty & first)
     return attention_mask[:, None, None, :]
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -13,10 +14,23 @@ from atacformer._core.overlap import IntervalIndex, bin_span_pairs
 from atacformer.errors import VocabularyMismatchError
 from atacformer.genome import Genome, get_genome, normalize_chroms
 
+log = logging.getLogger(__name__)
+
 # gtars' order: a geniml Atacformer checkpoint expects these ids after the regions.
 DEFAULT_SPECIAL_TOKENS = ("<unk>", "<pad>", "<mask>", "<cls>", "<eos>", "<bos>", "<sep>")
 VOCAB_BED = "universe.bed.gz"
 VOCAB_JSON = "vocab.json"
+
+
+def _read_unique_regions(path) -> pd.DataFrame:
+    from atacformer.io.bed import read_bed
+
+    df = read_bed(path)
+    dup = df.duplicated(["chrom", "start", "end"])
+    if dup.any():
+        log.info("%s: %d duplicate regions dropped (first occurrence kept)", path, int(dup.sum()))
+        df = df[~dup].reset_index(drop=True)
+    return df
 
 
 class Vocabulary:
@@ -83,11 +97,13 @@ class Vocabulary:
 
     @classmethod
     def from_bed(cls, path, genome=None, special_tokens=DEFAULT_SPECIAL_TOKENS) -> "Vocabulary":
-        """A BED file (3+ columns, gz or plain, e.g. a gtars/geniml universe) as a vocabulary,
-        ids in file order. With ``genome``, coordinates are checked against it."""
-        from atacformer.io.bed import read_bed
+        """A BED file (3+ columns, gz or plain, e.g. a gtars/geniml universe) as a vocabulary.
 
-        df = read_bed(path)
+        Ids follow the file order of the distinct regions (an exact duplicate line keeps the
+        id of its first occurrence), which is how gtars numbers a universe, so a published
+        model's embedding rows line up. With ``genome``, coordinates are checked against it.
+        """
+        df = _read_unique_regions(path)
         g = get_genome(genome) if genome is not None else None
         if g is not None:
             g.check_intervals(df["chrom"].to_numpy(), df["end"].to_numpy(), source=os.fspath(path))
@@ -240,9 +256,7 @@ class Vocabulary:
         bed = next((d / n for n in (VOCAB_BED, "universe.bed", "vocab.bed") if (d / n).exists()), None)
         if bed is None:
             raise FileNotFoundError(f"{d}: no universe.bed.gz / universe.bed vocabulary found")
-        from atacformer.io.bed import read_bed
-
-        df = read_bed(bed)
+        df = _read_unique_regions(bed)
         v = cls(df["chrom"].to_numpy(), df["start"].to_numpy(), df["end"].to_numpy(),
                 special_tokens=meta.get("special_tokens", DEFAULT_SPECIAL_TOKENS),
                 genome=meta.get("genome"), bin_size=meta.get("bin_size"))

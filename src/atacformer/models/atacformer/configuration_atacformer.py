@@ -1,0 +1,137 @@
+"""Configuration of Atacformer, the replaced-token-detection model (seed 001, ch. 5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from atacformer.models._pretrained import ModelConfig
+
+# the released atacformer-base-hg38: 890,704 regions + gtars' 7 special tokens
+_BASE_HG38_REGIONS = 890_704
+_N_DEFAULT_SPECIALS = 7
+
+
+@dataclass
+class AtacformerConfig(ModelConfig):
+    """Atacformer: token embedding (V x d), no positions, an encoder, a replaced-token head.
+
+    Parameters
+    ----------
+    vocab_size
+        Regions + special tokens (``len(vocabulary)``).
+    n_regions
+        Region tokens (ids ``0 .. n_regions - 1``); replacements are drawn among these.
+    pad_token_id, cls_token_id
+        Special token ids (gtars layout: ``<pad>`` = n_regions + 1, ``<cls>`` = n_regions + 3).
+    hidden_size, num_layers, num_heads, intermediate_size
+        Encoder width, depth, heads and feed-forward width.
+    activation
+        ``"gelu"`` or ``"relu"`` in the feed-forward network.
+    norm_first
+        Pre-LayerNorm (True, with a final LayerNorm) or post-LayerNorm (False).
+    dropout
+        Dropout on attention weights, residual branches and feed-forward.
+    layer_norm_eps
+        Epsilon of the encoder LayerNorms.
+    max_length
+        Context size; longer cells are randomly subsampled.
+    use_position_embeddings
+        Add learned sequence-position embeddings (off in every published Atacformer).
+    replace_prob
+        Probability that a token is replaced during pretraining (0.45: the dissertation;
+        0.15: the public code).
+    head
+        Replaced-token head: ``"mlp"`` (dense, GELU, LayerNorm, linear: geniml's
+        ELECTRA-small head) or ``"linear"`` (the dissertation's eq. 18).
+    head_hidden_size
+        Width of the MLP head (default ``hidden_size``).
+    head_norm_eps
+        Epsilon of the head's LayerNorm.
+    initializer_range
+        Std of the normal initialisation.
+
+    Examples
+    --------
+    >>> cfg = AtacformerConfig(vocab_size=107, n_regions=100, pad_token_id=101, hidden_size=32,
+    ...                        num_layers=2, num_heads=4, intermediate_size=64)
+    >>> AtacformerConfig.from_dict(cfg.to_dict()) == cfg
+    True
+    """
+
+    model_type: ClassVar[str] = "atacformer_rtd"
+
+    vocab_size: int = _BASE_HG38_REGIONS + _N_DEFAULT_SPECIALS
+    n_regions: int = _BASE_HG38_REGIONS
+    pad_token_id: int = _BASE_HG38_REGIONS + 1
+    cls_token_id: int = _BASE_HG38_REGIONS + 3
+    hidden_size: int = 384
+    num_layers: int = 6
+    num_heads: int = 8
+    intermediate_size: int = 1536
+    activation: str = "gelu"
+    norm_first: bool = True
+    dropout: float = 0.1
+    layer_norm_eps: float = 1e-5
+    max_length: int = 8192
+    use_position_embeddings: bool = False
+    replace_prob: float = 0.45
+    head: str = "mlp"
+    head_hidden_size: int | None = None
+    head_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+
+    def __post_init__(self):
+        if self.head not in ("mlp", "linear"):
+            raise ValueError(f"head must be 'mlp' or 'linear', got {self.head!r}")
+        if not 0.0 <= self.replace_prob < 1.0:
+            raise ValueError(f"replace_prob must be in [0, 1), got {self.replace_prob}")
+        if not 0 < self.n_regions <= self.vocab_size:
+            raise ValueError(f"n_regions {self.n_regions} must be in (0, vocab_size={self.vocab_size}]")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"pad_token_id {self.pad_token_id} outside the vocabulary")
+
+    @classmethod
+    def base_hg38(cls) -> "AtacformerConfig":
+        """The architecture of the released ``databio/atacformer-base-hg38``: hidden 192,
+        6 post-LN layers, 8 heads, feed-forward 768, ReLU, dropout 0.1, no positions,
+        890,704 regions + 7 special tokens."""
+        return cls(hidden_size=192, num_layers=6, num_heads=8, intermediate_size=768,
+                   activation="relu", norm_first=False, dropout=0.1, layer_norm_eps=1e-5,
+                   use_position_embeddings=False, max_length=8192, head="mlp")
+
+    @classmethod
+    def for_vocab(cls, vocab, **kwargs) -> "AtacformerConfig":
+        """A config sized for ``vocab`` (a :class:`~atacformer.vocab.Vocabulary` with
+        ``<pad>`` and ``<cls>`` special tokens); other fields from ``kwargs``."""
+        return cls(vocab_size=len(vocab), n_regions=vocab.n_regions,
+                   pad_token_id=vocab.token_id("<pad>"), cls_token_id=vocab.token_id("<cls>"),
+                   **kwargs)
+
+    # -- geniml ------------------------------------------------------------------------
+    GENIML_KEYS: ClassVar[frozenset] = frozenset({"use_pos_embeddings", "max_position_embeddings",
+                                                  "num_hidden_layers", "num_attention_heads"})
+
+    @classmethod
+    def from_geniml(cls, d: dict[str, Any], n_regions: int | None = None) -> "AtacformerConfig":
+        """Translate a geniml ``AtacformerConfig`` (``config.json`` of ``model_type``
+        "atacformer"). geniml's encoder is ``nn.TransformerEncoder`` with default layers:
+        post-LN, ReLU, dropout 0.1, LayerNorm eps 1e-5, no final norm."""
+        vocab_size = int(d["vocab_size"])
+        return cls(
+            vocab_size=vocab_size,
+            n_regions=int(n_regions if n_regions is not None else vocab_size - _N_DEFAULT_SPECIALS),
+            pad_token_id=int(d.get("pad_token_id", vocab_size - 6)),
+            cls_token_id=int(d.get("cls_token_id", vocab_size - 4)),
+            hidden_size=int(d["hidden_size"]),
+            num_layers=int(d["num_hidden_layers"]),
+            num_heads=int(d["num_attention_heads"]),
+            intermediate_size=int(d["intermediate_size"]),
+            activation="relu", norm_first=False, dropout=0.1, layer_norm_eps=1e-5,
+            max_length=int(d.get("max_position_embeddings", 8192)),
+            use_position_embeddings=bool(d.get("use_pos_embeddings", True)),
+            head="mlp",
+            head_hidden_size=d.get("discriminator_hidden_size"),
+            head_norm_eps=float(d.get("norm_eps", 1e-5)),
+            initializer_range=float(d.get("initializer_range", 0.02)),
+        )

@@ -1,0 +1,298 @@
+"""Atacformer: a cell is a bag of region tokens; ELECTRA-style replaced-token detection.
+
+Seed 001 (ch. 5, appendix B): token embedding ``E`` (V x d), no positional information, L
+encoder layers, context 8,192 (longer cells randomly subsampled). Pretraining corrupts each
+token with probability ``p`` by a region drawn uniformly from the vocabulary and a per-token
+head predicts which tokens were replaced (binary cross-entropy over non-padding positions).
+A cell's embedding is the mean of its final hidden states over non-padding tokens.
+
+Published geniml checkpoints (``model_type`` "atacformer", ``nn.TransformerEncoder``
+weights, bare or under ``atacformer.``) load into these classes unchanged: see
+:meth:`AtacformerModel.from_pretrained`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atacformer.errors import VocabularyMismatchError
+from atacformer.models._collate import as_token_lists, check_token_range, pad_token_lists
+from atacformer.models._layers import Encoder, init_weights, mean_pool
+from atacformer.models._pretrained import PretrainedMixin
+from atacformer.models.atacformer.configuration_atacformer import AtacformerConfig
+
+GENIML_MODEL_TYPE = "atacformer"
+
+
+def is_geniml_config(meta: dict) -> bool:
+    """True for a geniml Atacformer ``config.json`` (not one written by this package)."""
+    return meta.get("model_type") == GENIML_MODEL_TYPE and "atacformer_version" not in meta
+
+
+def convert_geniml_state_dict(state: dict[str, torch.Tensor], config: AtacformerConfig
+                              ) -> dict[str, torch.Tensor]:
+    """Rename geniml weights to ours: ``nn.MultiheadAttention``'s packed ``in_proj`` becomes
+    ``self_attn.qkv``; an unused position table is dropped. Nothing else changes."""
+    out = {}
+    for k, v in state.items():
+        if k.endswith("embeddings.position_embeddings.weight") and not config.use_position_embeddings:
+            continue
+        k = k.replace("self_attn.in_proj_weight", "self_attn.qkv.weight")
+        k = k.replace("self_attn.in_proj_bias", "self_attn.qkv.bias")
+        out[k] = v
+    return out
+
+
+class _AtacformerLoading(PretrainedMixin):
+    """Loading shared by the Atacformer classes: our folders and geniml folders."""
+
+    config_class = AtacformerConfig
+    base_model_prefix = "atacformer"
+
+    @classmethod
+    def _config_from_json(cls, meta: dict, directory: Path):
+        if is_geniml_config(meta):
+            return AtacformerConfig.from_geniml(meta)
+        return super()._config_from_json(meta, directory)
+
+    @classmethod
+    def _check_vocab(cls, d, meta, config, vocab) -> None:
+        super()._check_vocab(d, meta, config, vocab)
+        if vocab is not None:
+            if "<pad>" not in vocab.special_tokens or vocab.token_id("<pad>") != config.pad_token_id:
+                raise VocabularyMismatchError(
+                    f"{d}: config.json has pad_token_id {config.pad_token_id} but the vocabulary's "
+                    f"special tokens are {vocab.special_tokens} after {vocab.n_regions:,} regions")
+
+    @classmethod
+    def _build_for_loading(cls, config, vocab):
+        if vocab is not None and vocab.n_regions != config.n_regions:
+            config = config.replace(n_regions=vocab.n_regions)
+        return cls(config, vocab=vocab)
+
+    @classmethod
+    def _convert_state_dict(cls, state, meta, config):
+        return convert_geniml_state_dict(state, config) if is_geniml_config(meta) else state
+
+    # -- inference inputs (shared by embed_cells) --------------------------------------
+    def prepare_inputs(self, cells, max_length: int | None = None,
+                       rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Padded ``input_ids`` / ``attention_mask`` (B, L) from cells (token-id arrays or
+        CSR); cells longer than ``max_length`` (default: the context) are subsampled."""
+        token_lists = as_token_lists(cells)
+        check_token_range(token_lists, self.config.vocab_size)
+        input_ids, attention_mask = pad_token_lists(
+            token_lists, self.config.pad_token_id, max_length or self.config.max_length, rng)
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+class AtacformerEmbeddings(nn.Module):
+    """Token embedding (V x d, padding row zero); optional learned sequence positions."""
+
+    def __init__(self, config: AtacformerConfig):
+        super().__init__()
+        self.token_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
+                                             padding_idx=config.pad_token_id)
+        self.position_embeddings = (nn.Embedding(config.max_length, config.hidden_size)
+                                    if config.use_position_embeddings else None)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        x = self.token_embeddings(input_ids)  # (B, L, D)
+        if self.position_embeddings is not None:
+            n = input_ids.shape[1]
+            if n > self.position_embeddings.num_embeddings:
+                raise ValueError(f"sequence of {n} tokens is longer than the position table "
+                                 f"({self.position_embeddings.num_embeddings})")
+            x = x + self.position_embeddings(torch.arange(n, device=input_ids.device))[None]
+        return x
+
+
+class AtacformerModel(_AtacformerLoading, nn.Module):
+    """The Atacformer backbone: embeddings + encoder -> per-token hidden states.
+
+    Parameters
+    ----------
+    config
+        An :class:`AtacformerConfig`.
+    vocab
+        The vocabulary (saved with the model; optional).
+
+    Examples
+    --------
+    >>> from atacformer import Vocabulary
+    >>> v = Vocabulary(["chr1"] * 100, range(0, 10000, 100), range(100, 10100, 100))
+    >>> cfg = AtacformerConfig.for_vocab(v, hidden_size=32, num_layers=2, num_heads=4,
+    ...                                  intermediate_size=64)
+    >>> model = AtacformerModel(cfg, vocab=v)
+    >>> batch = model.prepare_inputs([[1, 5, 9], [2, 3]])
+    >>> model.embed(**batch).shape
+    torch.Size([2, 32])
+    """
+
+    is_base_model = True
+
+    def __init__(self, config: AtacformerConfig, vocab=None):
+        super().__init__()
+        self.config = config
+        self.vocab = vocab
+        self.embeddings = AtacformerEmbeddings(config)
+        self.encoder = Encoder(config.num_layers, config.hidden_size, config.num_heads,
+                               config.intermediate_size, config.dropout, config.activation,
+                               config.norm_first, config.layer_norm_eps)
+        self.apply(lambda m: init_weights(m, config.initializer_range))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """``input_ids`` (B, L), ``attention_mask`` (B, L) bool -> hidden states (B, L, D)."""
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.pad_token_id
+        return self.encoder(self.embeddings(input_ids), attention_mask)  # (B, L, D)
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+              pooling: str | None = None) -> torch.Tensor:
+        """Cell embeddings (B, D): the mean of the final hidden states over real tokens."""
+        if pooling not in (None, "mean"):
+            raise ValueError(f"Atacformer cells are mean-pooled (pooling='mean'), got {pooling!r}")
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.pad_token_id
+        return mean_pool(self(input_ids, attention_mask), attention_mask.bool())
+
+
+class ReplacedTokenHead(nn.Module):
+    """Per-token logit that the token was replaced: geniml's ELECTRA-small head (dense,
+    GELU, LayerNorm, linear) or a single linear layer."""
+
+    def __init__(self, config: AtacformerConfig):
+        super().__init__()
+        d = config.hidden_size
+        if config.head == "mlp":
+            h = config.head_hidden_size or d
+            self.dense = nn.Linear(d, h)
+            self.act = nn.GELU()
+            self.norm = nn.LayerNorm(h, eps=config.head_norm_eps)
+            self.classifier = nn.Linear(h, 1)
+        else:
+            self.dense = self.act = self.norm = None
+            self.classifier = nn.Linear(d, 1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``hidden`` (B, L, D) -> logits (B, L)."""
+        if self.dense is not None:
+            hidden = self.norm(self.act(self.dense(hidden)))
+        return self.classifier(hidden).squeeze(-1)
+
+
+@dataclass
+class ReplacedTokenDetectionOutput:
+    """``loss`` (scalar or None), ``logits`` (B, L), ``hidden_states`` (B, L, D)."""
+
+    loss: torch.Tensor | None
+    logits: torch.Tensor
+    hidden_states: torch.Tensor
+
+
+class AtacformerForReplacedTokenDetection(_AtacformerLoading, nn.Module):
+    """Atacformer with the replaced-token-detection head (the pretraining model).
+
+    Examples
+    --------
+    >>> from atacformer import Vocabulary
+    >>> v = Vocabulary(["chr1"] * 100, range(0, 10000, 100), range(100, 10100, 100))
+    >>> cfg = AtacformerConfig.for_vocab(v, hidden_size=32, num_layers=2, num_heads=4,
+    ...                                  intermediate_size=64)
+    >>> model = AtacformerForReplacedTokenDetection(cfg, vocab=v)
+    >>> batch = ReplacedTokenCollator(cfg, seed=0)([np.arange(20), np.arange(50, 60)])
+    >>> out = model(**batch)
+    >>> out.logits.shape, out.loss.ndim
+    (torch.Size([2, 20]), 0)
+    """
+
+    def __init__(self, config: AtacformerConfig, vocab=None):
+        super().__init__()
+        self.config = config
+        self.vocab = vocab
+        self.atacformer = AtacformerModel(config, vocab=None)
+        self.discriminator = ReplacedTokenHead(config)
+        self.discriminator.apply(lambda m: init_weights(m, config.initializer_range))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> ReplacedTokenDetectionOutput:
+        """``labels`` (B, L): 1 = replaced, 0 = original, -100 = ignored (padding)."""
+        if attention_mask is None:
+            attention_mask = input_ids != self.config.pad_token_id
+        hidden = self.atacformer(input_ids, attention_mask)  # (B, L, D)
+        logits = self.discriminator(hidden)  # (B, L)
+        loss = None
+        if labels is not None:
+            active = (labels != -100) & attention_mask.bool()
+            loss = F.binary_cross_entropy_with_logits(logits[active].float(),
+                                                      labels[active].float())
+        return ReplacedTokenDetectionOutput(loss=loss, logits=logits, hidden_states=hidden)
+
+    def embed(self, input_ids, attention_mask=None, pooling=None) -> torch.Tensor:
+        """Cell embeddings (B, D), as :meth:`AtacformerModel.embed`."""
+        return self.atacformer.embed(input_ids, attention_mask, pooling)
+
+
+def replace_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, replace_prob: float,
+                   n_regions: int, generator: torch.Generator | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """ELECTRA corruption: each real token is replaced, with probability ``replace_prob``,
+    by a region drawn uniformly from ``[0, n_regions)``.
+
+    Returns
+    -------
+    corrupted
+        (B, L) token ids.
+    labels
+        (B, L) int64: 1 where the token changed, 0 where it did not (a draw equal to the
+        original counts as original, as in ELECTRA), -100 on padding.
+    """
+    mask = attention_mask.bool()
+    chosen = (torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
+              < replace_prob) & mask
+    draws = torch.randint(0, n_regions, input_ids.shape, generator=generator,
+                          device=input_ids.device)
+    corrupted = torch.where(chosen, draws, input_ids)
+    labels = (corrupted != input_ids).long()
+    labels[~mask] = -100
+    return corrupted, labels
+
+
+class ReplacedTokenCollator:
+    """Cells -> a corrupted, padded pretraining batch (``input_ids``, ``attention_mask``,
+    ``labels``) for :class:`AtacformerForReplacedTokenDetection`.
+
+    Parameters
+    ----------
+    config
+        The model's config (context size, pad id, number of regions, ``replace_prob``).
+    replace_prob, max_length
+        Override the config's values.
+    seed
+        Seed of the collator's own generators (subsampling and corruption).
+    """
+
+    def __init__(self, config: AtacformerConfig, replace_prob: float | None = None,
+                 max_length: int | None = None, seed: int | None = None):
+        self.config = config
+        self.replace_prob = config.replace_prob if replace_prob is None else replace_prob
+        self.max_length = max_length or config.max_length
+        self.rng = np.random.default_rng(seed)
+        self.generator = torch.Generator()
+        self.generator.manual_seed(int(self.rng.integers(2**62)))
+
+    def __call__(self, cells) -> dict[str, torch.Tensor]:
+        token_lists = as_token_lists(cells)
+        check_token_range(token_lists, self.config.vocab_size)
+        input_ids, attention_mask = pad_token_lists(token_lists, self.config.pad_token_id,
+                                                    self.max_length, self.rng)
+        corrupted, labels = replace_tokens(input_ids, attention_mask, self.replace_prob,
+                                           self.config.n_regions, self.generator)
+        return {"input_ids": corrupted, "attention_mask": attention_mask, "labels": labels}

@@ -118,6 +118,13 @@ def _report(name, cells):
     print(f"{name}: " + json.dumps(cells.summary()))
 
 
+def cmd_demo(args) -> int:
+    from atacformer.pipeline import run_main_job
+
+    run_main_job(args.out, data_dir=args.data_dir, bin_size=args.bins)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from atacformer import __version__
 
@@ -143,6 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--input-type", choices=["fragments", "matrix", "bed"], help="override input type detection")
     t.add_argument("-o", "--output", required=True, help="OUT.h5ad or a corpus directory")
     t.set_defaults(func=cmd_tokenize)
+
+    d = sub.add_parser("demo", help="the main job on real data (../shared/data) or, without it, synthetic data",
+                       description="Real fragments and a real labelled peak matrix -> tokens -> report.")
+    d.add_argument("--data-dir", help="real data folder (default: ../shared/data or $ATACFORMER_DATA)")
+    d.add_argument("--bins", type=int, default=5000, help="bin size (default 5000)")
+    d.add_argument("--out", default="results", help="output folder (default results/)")
+    d.set_defaults(func=cmd_demo)
     return p
 
 

@@ -42,6 +42,14 @@ def random_obs(n_cells: int, prefix: str, seed: int = 0) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
+def schep_path() -> Path:
+    """Path of the Schep 2017 ``.h5ad`` (skips when the shared data folder is absent)."""
+    if not SCHEP.is_file():
+        pytest.skip(f"real test data not found: {SCHEP} (the shared/data folder is absent)")
+    return SCHEP
+
+
+@pytest.fixture(scope="session")
 def schep():
     """The Schep 2017 cell-line matrix (600 cells x 5,036 peaks), read into memory."""
     if not SCHEP.is_file():

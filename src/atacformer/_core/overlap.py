@@ -50,10 +50,14 @@ def bin_span_pairs(starts: np.ndarray, ends: np.ndarray, bin_size: int) -> tuple
     first = starts // bin_size
     last = np.where(ends > starts, (ends - 1) // bin_size + 1, first)  # exclusive
     span = last - first
-    if span.size and span.max(initial=0) <= 1:
-        # Fast path: every interval within one bin (the common case for fragments).
-        keep = np.flatnonzero(span == 1)
-        return keep, first[keep]
+    top = int(span.max(initial=0))
+    if top <= 2:
+        # Fast path: fragments touch at most two bins (every fragment < bin size).
+        one = np.flatnonzero(span >= 1)
+        two = np.flatnonzero(span == 2)
+        if not len(two):
+            return one, first[one]
+        return np.concatenate([one, two]), np.concatenate([first[one], first[two] + 1])
     return expand_ranges(first, last)
 
 

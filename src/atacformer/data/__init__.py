@@ -15,7 +15,13 @@ Examples
 >>> token_ids, counts = corpus[0]  # doctest: +SKIP
 """
 
-from atacformer.data._h5ad import append_anndata, from_anndata, to_anndata, vocab_from_var, write_h5ad
+from atacformer.data._h5ad import (
+    append_anndata,
+    from_anndata,
+    to_anndata,
+    vocab_from_var,
+    write_h5ad,
+)
 from atacformer.data.corpus import Corpus, ShardInfo
 from atacformer.data.sharding import epoch_order, shard_indices
 

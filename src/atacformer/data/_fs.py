@@ -23,6 +23,7 @@ def install_dir(tmp: Path, path: Path) -> None:
 
 
 def write_json(path: Path, obj) -> None:
+    """Write JSON to a temporary sibling, sync it, then atomically replace ``path``."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=1)
@@ -32,6 +33,7 @@ def write_json(path: Path, obj) -> None:
 
 
 def fsync_dir(path: Path) -> None:
+    """Sync a folder's entries, so that renames inside it survive a crash."""
     with contextlib.suppress(OSError):  # not every platform can fsync a directory
         fd = os.open(path, os.O_RDONLY)
         try:

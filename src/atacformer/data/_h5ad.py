@@ -24,7 +24,7 @@ import scipy.sparse as sp
 from atacformer.data.corpus import Corpus, ShardInfo
 from atacformer.vocab import Vocabulary
 
-__all__ = ["to_anndata", "write_h5ad", "append_anndata", "from_anndata"]
+__all__ = ["append_anndata", "from_anndata", "to_anndata", "write_h5ad"]
 
 logger = logging.getLogger(__name__)
 UNS_KEY = "atacformer_vocab"

@@ -115,7 +115,7 @@ def normalize_obs(obs, n_cells: int, dataset: str, batch: str | None, where: str
     if obs is None:
         obs = pd.DataFrame(index=pd.RangeIndex(row_offset, row_offset + n_cells).astype(str))
     if not isinstance(obs, pd.DataFrame):
-        raise ValueError(f"{where}: obs must be a pandas DataFrame, got {type(obs).__name__}")
+        raise TypeError(f"{where}: obs must be a pandas DataFrame, got {type(obs).__name__}")
     if len(obs) != n_cells:
         raise ValueError(f"{where}: obs has {len(obs)} rows but the count matrix has {n_cells} cells")
     out = pd.DataFrame(index=pd.RangeIndex(n_cells))
@@ -136,7 +136,7 @@ def normalize_obs(obs, n_cells: int, dataset: str, batch: str | None, where: str
         if col in OBS_COLUMNS:
             continue
         if not isinstance(col, str):
-            raise ValueError(f"{where}: obs column names must be strings, got {col!r}")
+            raise TypeError(f"{where}: obs column names must be strings, got {col!r}")
         out[col] = _extra_column(obs[col], col, where)
     return out
 

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
 import numpy.lib.format as npf
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from atacformer.data._validate import count_dtype
+from atacformer.data._fs import fsync_dir, write_json
+from atacformer.data._validate import as_count_csr, count_dtype, normalize_obs
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ class NpyAppender:
         self.path = Path(path)
         self.dtype = np.dtype(dtype).newbyteorder("<")
         self.n = 0
-        self._f = open(self.path, "wb")
+        self._f = open(self.path, "wb")  # noqa: SIM115 - stays open across append() calls
         self._header_len = self._write_header()
 
     def _write_header(self) -> int:
@@ -71,7 +75,7 @@ class NpyAppender:
         del old
         os.replace(tmp, self.path)
         self.dtype, self.n = w.dtype, w.n
-        self._f = open(self.path, "r+b")
+        self._f = open(self.path, "r+b")  # noqa: SIM115 - stays open across append() calls
         self._f.seek(0, os.SEEK_END)
 
     def close(self) -> None:
@@ -165,10 +169,10 @@ class ShardWriter:
             w.close()
         self._obs.close()
         _fsync(self.folder / "obs.parquet")
-        barcodes = pq.read_table(self.folder / "obs.parquet", columns=["barcode"]).column(0).to_pandas()
-        dup = barcodes.duplicated()
-        if dup.any():
-            raise ValueError(f"{self.where}: barcode {barcodes[dup].iloc[0]!r} occurs more than once; "
+        barcodes = pq.read_table(self.folder / "obs.parquet", columns=["barcode"]).column(0)
+        if pc.count_distinct(barcodes).as_py() != len(barcodes):  # arrow strings: compact for 10^7 cells
+            s = barcodes.to_pandas()
+            raise ValueError(f"{self.where}: barcode {s[s.duplicated()].iloc[0]!r} occurs more than once; "
                              "barcodes must be unique within a dataset")
         return {"n_cells": self.n_cells, "n_tokens": self.n_tokens,
                 "counts_dtype": self._counts.dtype.name, "max_count": self.max_count}
@@ -187,3 +191,59 @@ def _fsync(path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class Transaction:
+    """Shards written under one writer lock, registered together by one manifest replace.
+
+    Used by ``Corpus._transaction``: each :meth:`write_shard` streams a dataset into a
+    temporary folder; :meth:`commit` renames the folders into ``shards/`` and then replaces
+    ``manifest.json`` (the one step that makes them visible); :meth:`rollback` removes them.
+    """
+
+    def __init__(self, corpus):
+        self.corpus = corpus
+        self.pending: list[tuple[Path, dict]] = []
+        self.installed: list[Path] = []
+
+    def write_shard(self, chunks, dataset: str, batch) -> None:
+        taken = set(self.corpus.datasets) | {e["dataset"] for _, e in self.pending}
+        if not isinstance(dataset, str) or not dataset:
+            raise ValueError(f"dataset name must be a non-empty string, got {dataset!r}")
+        if dataset in taken:
+            raise ValueError(f"dataset {dataset!r} is already in corpus {self.corpus.path}; "
+                             "dataset names must be unique")
+        where = f"dataset {dataset!r}"
+        tmp = self.corpus.path / f".tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        self.pending.append((tmp, {"dataset": dataset}))
+        writer = ShardWriter(tmp, where)
+        try:
+            for X, obs in chunks:
+                X = as_count_csr(X, self.corpus.vocab.n_regions, where, row_offset=writer.n_cells)
+                obs = normalize_obs(obs, X.shape[0], dataset, batch, where, row_offset=writer.n_cells)
+                writer.add(X, obs)
+            self.pending[-1][1].update(writer.finish())
+        except BaseException:
+            writer.abort()
+            raise
+        logger.info("wrote %s: %d cells, %d tokens", where, writer.n_cells, writer.n_tokens)
+
+    def commit(self) -> None:
+        manifest = dict(self.corpus._manifest)
+        shards = list(manifest["shards"])
+        for tmp, entry in self.pending:
+            name = f"{len(shards):05d}-{uuid.uuid4().hex[:8]}"
+            final = self.corpus.path / "shards" / name
+            os.rename(tmp, final)
+            self.installed.append(final)
+            shards.append({"name": name, **entry})
+        manifest["shards"] = shards
+        fsync_dir(self.corpus.path / "shards")
+        write_json(self.corpus.path / "manifest.json", manifest)
+        self.pending, self.installed = [], []  # registered: nothing to roll back any more
+        self.corpus._set_manifest(manifest)
+
+    def rollback(self) -> None:
+        for p in [tmp for tmp, _ in self.pending] + self.installed:
+            shutil.rmtree(p, ignore_errors=True)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -36,9 +35,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from atacformer.data import _reader
-from atacformer.data._validate import OBS_COLUMNS, as_count_csr, normalize_obs
-from atacformer.data._fs import install_dir, write_json, fsync_dir, writer_lock
-from atacformer.data._writer import ShardWriter
+from atacformer.data._fs import install_dir, write_json, writer_lock
+from atacformer.data._validate import OBS_COLUMNS
+from atacformer.data._writer import Transaction
 from atacformer.errors import VocabularyMismatchError
 from atacformer.vocab import Vocabulary
 
@@ -94,7 +93,7 @@ class Corpus:
 
     # -- creation and opening -----------------------------------------------------------
     @classmethod
-    def create(cls, path, vocab: Vocabulary, overwrite: bool = False) -> "Corpus":
+    def create(cls, path, vocab: Vocabulary, overwrite: bool = False) -> Corpus:
         """Create an empty corpus folder for tokens of ``vocab``.
 
         Parameters
@@ -110,7 +109,7 @@ class Corpus:
         return cls._build(path, vocab, overwrite, fill=None)
 
     @classmethod
-    def _build(cls, path, vocab: Vocabulary, overwrite: bool, fill) -> "Corpus":
+    def _build(cls, path, vocab: Vocabulary, overwrite: bool, fill) -> Corpus:
         """Build a corpus in a temporary sibling folder, run ``fill(corpus)``, then install it."""
         path = Path(path)
         _check_target(path, overwrite)
@@ -133,7 +132,7 @@ class Corpus:
         return cls.open(path)
 
     @classmethod
-    def open(cls, path) -> "Corpus":
+    def open(cls, path) -> Corpus:
         """Open an existing corpus (reads the manifest and vocabulary, maps nothing yet)."""
         path = Path(path)
         manifest = _read_manifest(path)
@@ -301,7 +300,7 @@ class Corpus:
         """
         X = X.tocsr() if sp.issparse(X) else np.asarray(X)
         if obs is not None and not isinstance(obs, pd.DataFrame):
-            raise ValueError(f"dataset {dataset!r}: obs must be a pandas DataFrame, got {type(obs).__name__}")
+            raise TypeError(f"dataset {dataset!r}: obs must be a pandas DataFrame, got {type(obs).__name__}")
         if X.ndim != 2:
             raise ValueError(f"dataset {dataset!r}: counts must be a 2-D cells x regions matrix")
         if obs is not None and len(obs) != X.shape[0]:
@@ -336,7 +335,7 @@ class Corpus:
         with writer_lock(self.path):
             self.reload()
             self._remove_stale()
-            txn = _Transaction(self)
+            txn = Transaction(self)
             try:
                 yield txn
                 txn.commit()
@@ -374,7 +373,7 @@ class Corpus:
         return _h5ad.append_anndata(self, adata, dataset, batch, layer, chunk_cells)
 
     @classmethod
-    def from_anndata(cls, adata, corpus_path, vocab: Vocabulary | None = None, **kwargs) -> "Corpus":
+    def from_anndata(cls, adata, corpus_path, vocab: Vocabulary | None = None, **kwargs) -> Corpus:
         """A new corpus from an AnnData or ``.h5ad`` (see :func:`atacformer.data.from_anndata`)."""
         from atacformer.data import _h5ad
 
@@ -389,57 +388,6 @@ class _LazyShard:
 
     def __getattr__(self, name):
         return getattr(self._corpus._shard(self._k), name)
-
-
-class _Transaction:
-    """Shards written under one writer lock, registered together by one manifest replace."""
-
-    def __init__(self, corpus: Corpus):
-        self.corpus = corpus
-        self.pending: list[tuple[Path, dict]] = []
-        self.installed: list[Path] = []
-
-    def write_shard(self, chunks, dataset: str, batch) -> None:
-        taken = set(self.corpus.datasets) | {e["dataset"] for _, e in self.pending}
-        if not isinstance(dataset, str) or not dataset:
-            raise ValueError(f"dataset name must be a non-empty string, got {dataset!r}")
-        if dataset in taken:
-            raise ValueError(f"dataset {dataset!r} is already in corpus {self.corpus.path}; "
-                             "dataset names must be unique")
-        where = f"dataset {dataset!r}"
-        tmp = self.corpus.path / f".tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        self.pending.append((tmp, {"dataset": dataset}))
-        writer = ShardWriter(tmp, where)
-        try:
-            for X, obs in chunks:
-                X = as_count_csr(X, self.corpus.vocab.n_regions, where, row_offset=writer.n_cells)
-                obs = normalize_obs(obs, X.shape[0], dataset, batch, where, row_offset=writer.n_cells)
-                writer.add(X, obs)
-            self.pending[-1][1].update(writer.finish())
-        except BaseException:
-            writer.abort()
-            raise
-        logger.info("wrote %s: %d cells, %d tokens", where, writer.n_cells, writer.n_tokens)
-
-    def commit(self) -> None:
-        manifest = dict(self.corpus._manifest)
-        shards = list(manifest["shards"])
-        for tmp, entry in self.pending:
-            name = f"{len(shards):05d}-{uuid.uuid4().hex[:8]}"
-            final = self.corpus.path / "shards" / name
-            os.rename(tmp, final)
-            self.installed.append(final)
-            shards.append({"name": name, **entry})
-        manifest["shards"] = shards
-        fsync_dir(self.corpus.path / "shards")
-        write_json(self.corpus.path / MANIFEST, manifest)
-        self.pending, self.installed = [], []  # registered: nothing to roll back any more
-        self.corpus._set_manifest(manifest)
-
-    def rollback(self) -> None:
-        for p in [tmp for tmp, _ in self.pending] + self.installed:
-            shutil.rmtree(p, ignore_errors=True)
 
 
 def _check_target(path: Path, overwrite: bool) -> None:

@@ -1,1 +1,48 @@
-"""models."""
+"""Transformer models for chromatin accessibility.
+
+- :mod:`~atacformer.models.atacformer`: Atacformer, replaced-token detection over region
+  tokens (seed 001); loads published geniml checkpoints unchanged.
+- :mod:`~atacformer.models.masked_bin`: atacFormer, the masked-bin model with per-chromosome
+  (or per-region-class) ``<eos>`` decoding (seed 000).
+
+Every model saves and loads as a folder (``config.json`` + ``model.safetensors`` + the
+vocabulary) or a Hugging Face Hub id; :func:`load_model` picks the class, and
+:func:`embed_cells` embeds tokenized cells with any of them.
+"""
+
+from atacformer.models._collate import as_token_lists, pad_token_lists, subsample_tokens
+from atacformer.models._inference import embed_cells, load_model
+from atacformer.models.atacformer import (
+    AtacformerConfig,
+    AtacformerForReplacedTokenDetection,
+    AtacformerModel,
+    ReplacedTokenCollator,
+    replace_tokens,
+)
+from atacformer.models.masked_bin import (
+    MaskedBinCollator,
+    MaskedBinConfig,
+    MaskedBinForPretraining,
+    MaskedBinModel,
+    build_sentence,
+    masked_bin_vocabulary,
+)
+
+__all__ = [
+    "AtacformerConfig",
+    "AtacformerForReplacedTokenDetection",
+    "AtacformerModel",
+    "MaskedBinCollator",
+    "MaskedBinConfig",
+    "MaskedBinForPretraining",
+    "MaskedBinModel",
+    "ReplacedTokenCollator",
+    "as_token_lists",
+    "build_sentence",
+    "embed_cells",
+    "load_model",
+    "masked_bin_vocabulary",
+    "pad_token_lists",
+    "replace_tokens",
+    "subsample_tokens",
+]

@@ -13,7 +13,7 @@ import logging
 import os
 
 import numpy as np
-import scipy.sparse as sp
+import pandas as pd
 from tqdm.auto import tqdm
 
 from atacformer._core.overlap import bin_span_pairs
@@ -59,19 +59,35 @@ class _BlockMapper:
         self.offsets = vocab._chrom_offset()
         self.counts = vocab.chrom_region_counts()
         self.skipped_chroms: dict[str, int] = {}
-        if whitelist is not None:
-            self.bc_index = {b: i for i, b in enumerate(whitelist)}
-            self.fixed = True
-        else:
-            self.bc_index = {}
-            self.fixed = False
+        # barcodes seen so far, in order; looked up with pandas' C hash table per block
+        self.fixed = whitelist is not None
+        self.known = pd.Index(list(whitelist) if self.fixed else [], dtype=object)
+        if self.fixed and not self.known.is_unique:
+            raise ValueError("the barcode whitelist has duplicates")
+        self._new: list[np.ndarray] = []
+
+    @property
+    def barcodes(self) -> np.ndarray:
+        self._flush()
+        return self.known.to_numpy()
+
+    def _flush(self):
+        if self._new:
+            self.known = self.known.append(pd.Index(np.concatenate(self._new), dtype=object))
+            self._new = []
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.known) + sum(len(a) for a in self._new)
 
     def cells(self, fb: FragmentBlock) -> np.ndarray:
-        if self.fixed:
-            lut = np.fromiter((self.bc_index.get(b, -1) for b in fb.barcodes), dtype=np.int64, count=len(fb.barcodes))
-        else:
-            d = self.bc_index
-            lut = np.fromiter((d.setdefault(b, len(d)) for b in fb.barcodes), dtype=np.int64, count=len(fb.barcodes))
+        self._flush()
+        lut = self.known.get_indexer(fb.barcodes).astype(np.int64)
+        if not self.fixed:
+            new = np.flatnonzero(lut < 0)
+            if len(new):
+                lut[new] = len(self.known) + np.arange(len(new))
+                self._new.append(fb.barcodes[new])
         return lut[fb.barcode_codes]
 
     def check_genome(self, fb: FragmentBlock) -> np.ndarray:
@@ -194,7 +210,7 @@ def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, m
     for fb in iter_fragment_blocks(p, block_bytes=block_bytes, threads=threads):
         usable = m.check_genome(fb)
         cell = m.cells(fb)
-        n_cells_now = len(barcodes) if barcodes is not None else len(m.bc_index)
+        n_cells_now = m.n_cells
         known = cell >= 0
         counts = np.bincount(cell[known], minlength=n_cells_now)
         if len(counts) > len(n_frag):
@@ -209,12 +225,12 @@ def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, m
         parts_v.append(blk.data.astype(np.int32))
         bar.update(len(fb))
     bar.close()
-    n_cells = len(barcodes) if barcodes is not None else len(m.bc_index)
+    n_cells = m.n_cells
     if len(n_frag) < n_cells:
         n_frag = np.concatenate([n_frag, np.zeros(n_cells - len(n_frag), np.int64)])
     X = csr_from_pairs(np.concatenate(parts_r), np.concatenate(parts_c), n_cells, vocab.n_regions,
                        data=np.concatenate(parts_v))
-    names = np.asarray(barcodes if barcodes is not None else list(m.bc_index), dtype=object)
+    names = np.asarray(m.barcodes, dtype=object)
     keep = np.flatnonzero(n_frag >= min_fragments) if min_fragments > 0 else np.arange(n_cells)
     if len(keep) < n_cells:
         X, names, n_frag = X[keep], names[keep], n_frag[keep]

@@ -1,0 +1,217 @@
+"""Fragments -> cells x 5 kb bins: atacformer vs gtars vs SnapATAC2 vs a decompress floor.
+
+Builds a >= 10 M-fragment file from the real muon PBMC multiome fragments (each fragment
+copied with its position jittered and its barcode drawn from 4 variants of the original,
+then sorted by position), and times in one run, each in a fresh subprocess so peak RSS is
+its own:
+
+- ``floor``: ISA-L decompression of the file plus splitting it into lines (the least any
+  reader of the file must do);
+- ``gtars``: ``gtars.tokenizers.tokenize_fragment_file`` against a BED of the same bins;
+- ``snapatac2``: ``pp.import_fragments`` + ``pp.add_tile_matrix(bin_size=5000)``;
+- ``atacformer``: :func:`atacformer.tokenizers.tokenize_fragments` to the same matrix.
+
+It also runs atacformer on growing prefixes of the file to show that memory does not grow
+with the number of fragments beyond the output matrix.
+
+Usage::
+
+    python benchmarks/bench_tokenize.py [--n-fragments 10000000] [--out benchmarks/out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+MUON = REPO / ".." / "shared" / "data" / "muon_pbmc_multiome_fragments_hg38" / "test_rna_atac_fragments.tsv.gz"
+CHROMS = [f"chr{i}" for i in range(1, 23)] + ["chrX", "chrY"]
+
+
+def make_file(n_target: int, path: Path, seed: int = 0) -> Path:
+    if path.exists():
+        return path
+    from atacformer.genome import get_genome
+
+    sizes = get_genome("hg38").chrom_sizes
+    df = pd.read_csv(MUON, sep="\t", header=None, comment="#", usecols=[0, 1, 2, 3],
+                     names=["chrom", "start", "end", "barcode"], dtype={"chrom": "category", "barcode": "category"})
+    df = df[df["chrom"].isin(CHROMS)]
+    rng = np.random.default_rng(seed)
+    reps = int(np.ceil(n_target / len(df)))
+    parts = []
+    bcs = df["barcode"].astype(str).to_numpy()
+    for r in range(reps):
+        shift = rng.integers(-20_000, 20_000, len(df))
+        s = df["start"].to_numpy() + shift
+        e = df["end"].to_numpy() + shift
+        lim = df["chrom"].map(sizes).astype(np.int64).to_numpy()
+        ok = (s >= 0) & (e <= lim)
+        variant = rng.integers(0, 4, len(df))
+        bc = np.char.add(bcs, np.char.add("-", variant.astype(str)))
+        parts.append(pd.DataFrame({"chrom": df["chrom"].to_numpy()[ok], "start": s[ok], "end": e[ok],
+                                   "barcode": bc[ok], "count": rng.integers(1, 4, ok.sum())}))
+    out = pd.concat(parts, ignore_index=True).iloc[:n_target]
+    out["chrom"] = pd.Categorical(out["chrom"].astype(str), categories=CHROMS, ordered=True)
+    out = out.sort_values(["chrom", "start", "end"], kind="stable")
+    tmp = path.with_suffix(".tmp")
+    with gzip.open(tmp, "wt", compresslevel=4) as f:
+        out.to_csv(f, sep="\t", header=False, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def bins_bed(path: Path) -> Path:
+    from atacformer.vocab import Vocabulary
+
+    if not path.exists():
+        v = Vocabulary.from_bins("hg38", 5000, chroms=CHROMS)
+        pd.DataFrame({"c": v.chroms, "s": v.starts, "e": v.ends}).to_csv(path, sep="\t", header=False, index=False)
+    return path
+
+
+# --- the methods, each run in its own process ---------------------------------------------
+def run_floor(frag, _):
+    from isal import igzip_threaded
+
+    n = 0
+    with igzip_threaded.open(frag, "rb", threads=1) as f:
+        while True:
+            b = f.read(32 << 20)
+            if not b:
+                break
+            n += len(b.split(b"\n"))
+    return {"lines": n}
+
+
+def run_decompress(frag, _):
+    from isal import igzip_threaded
+
+    n = 0
+    with igzip_threaded.open(frag, "rb", threads=1) as f:
+        while True:
+            b = f.read(32 << 20)
+            if not b:
+                break
+            n += b.count(b"\n")
+    return {"lines": n}
+
+
+def run_atacformer(frag, _):
+    from atacformer.tokenizers import tokenize_fragments
+    from atacformer.vocab import Vocabulary
+
+    v = Vocabulary.from_bins("hg38", 5000, chroms=CHROMS)
+    t = time.perf_counter()
+    c = tokenize_fragments(frag, v, progress=False)
+    return {"cells": c.n_cells, "nnz": int(c.X.nnz), "sum": int(c.X.sum()), "inner_s": time.perf_counter() - t}
+
+
+def run_atacformer_insertion(frag, _):
+    from atacformer.tokenizers import tokenize_fragments
+    from atacformer.vocab import Vocabulary
+
+    v = Vocabulary.from_bins("hg38", 5000, chroms=CHROMS)
+    c = tokenize_fragments(frag, v, mode="insertion", progress=False)
+    return {"cells": c.n_cells, "nnz": int(c.X.nnz), "sum": int(c.X.sum())}
+
+
+def run_gtars(frag, bed):
+    from gtars.tokenizers import Tokenizer, tokenize_fragment_file
+
+    tok = Tokenizer.from_bed(str(bed))
+    r = tokenize_fragment_file(str(frag), tok)
+    unk = tok.unk_token_id
+    return {"cells": len(r), "sum": int(sum(sum(1 for i in ids if i != unk) for ids in r.values()))}
+
+
+def run_snapatac2(frag, _):
+    import snapatac2 as snap
+    from atacformer.genome import get_genome
+
+    sizes = {c: get_genome("hg38").chrom_sizes[c] for c in CHROMS}
+    a = snap.pp.import_fragments(str(frag), chrom_sizes=sizes, min_num_fragments=0, sorted_by_barcode=False,
+                                 file=None, n_jobs=2)
+    snap.pp.add_tile_matrix(a, bin_size=5000, inplace=True, counting_strategy="insertion", n_jobs=2)
+    return {"cells": a.n_obs, "nnz": int(a.X.nnz), "sum": int(a.X.sum())}
+
+
+METHODS = {"decompress": run_decompress, "floor": run_floor, "atacformer": run_atacformer,
+           "atacformer_insertion": run_atacformer_insertion, "gtars": run_gtars, "snapatac2": run_snapatac2}
+
+
+def child(method, frag, bed):
+    t = time.perf_counter()
+    res = METHODS[method](frag, bed)
+    res["seconds"] = time.perf_counter() - t
+    # VmHWM: this process's own high-water mark (ru_maxrss would carry the parent's over exec)
+    hwm = [ln for ln in open("/proc/self/status") if ln.startswith("VmHWM")][0]
+    res["peak_rss_mb"] = int(hwm.split()[1]) / 1024
+    print(json.dumps(res))
+
+
+def measure(method, frag, bed):
+    out = subprocess.run([sys.executable, __file__, "--child", method, str(frag), str(bed)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n-fragments", type=int, default=10_000_000)
+    ap.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
+    ap.add_argument("--methods", default="decompress,floor,atacformer,atacformer_insertion,gtars,snapatac2")
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        return child(*a.child)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    frag = make_file(a.n_fragments, out / f"muon_x_{a.n_fragments}.tsv.gz")
+    bed = bins_bed(out / "hg38_5kb_bins.bed")
+    results = {}
+    for m in a.methods.split(","):
+        try:
+            results[m] = measure(m, frag, bed)
+        except subprocess.CalledProcessError as e:
+            results[m] = {"error": e.stderr.strip().splitlines()[-1] if e.stderr else "failed"}
+        print(m, results[m], flush=True)
+    base = results.get("atacformer", {}).get("seconds")
+    rows = []
+    for m, r in results.items():
+        if "seconds" in r:
+            rows.append({"method": m, "seconds": round(r["seconds"], 2), "peak_rss_mb": round(r["peak_rss_mb"]),
+                         "time / atacformer": round(r["seconds"] / base, 2) if base else None})
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False))
+    # memory vs number of fragments (prefixes of the file)
+    scale = []
+    if "atacformer" in results:
+        for frac in (0.25, 0.5, 1.0):
+            n = int(a.n_fragments * frac)
+            sub = out / f"prefix_{n}.tsv.gz"
+            if not sub.exists():
+                with gzip.open(frag, "rb") as fi, gzip.open(sub, "wb", compresslevel=1) as fo:
+                    for i, line in enumerate(fi):
+                        if i >= n:
+                            break
+                        fo.write(line)
+            r = measure("atacformer", sub, bed)
+            scale.append({"fragments": n, "seconds": round(r["seconds"], 2), "peak_rss_mb": round(r["peak_rss_mb"]),
+                          "nnz": r["nnz"]})
+        print(pd.DataFrame(scale).to_string(index=False))
+    (out / "bench_tokenize.json").write_text(json.dumps({"results": results, "scaling": scale}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""Atacformer: replaced-token detection over region tokens (seed 001, ch. 5)."""
+
+from atacformer.models.atacformer.configuration_atacformer import AtacformerConfig
+from atacformer.models.atacformer.modeling_atacformer import (
+    AtacformerForReplacedTokenDetection,
+    AtacformerModel,
+    ReplacedTokenCollator,
+    ReplacedTokenDetectionOutput,
+    convert_geniml_state_dict,
+    is_geniml_config,
+    replace_tokens,
+)
+
+__all__ = [
+    "AtacformerConfig",
+    "AtacformerForReplacedTokenDetection",
+    "AtacformerModel",
+    "ReplacedTokenCollator",
+    "ReplacedTokenDetectionOutput",
+    "convert_geniml_state_dict",
+    "is_geniml_config",
+    "replace_tokens",
+]

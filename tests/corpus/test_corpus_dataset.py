@@ -23,7 +23,7 @@ def corpus_and_source(tmp_path, vocab, make_counts):
 def check_items(items, source):
     for item in items:
         row = source[item["index"]]
-        assert item["input_ids"].dtype == torch.int64
+        assert item["input_ids"].dtype == torch.int64  # the loader's default_convert made tensors
         assert item["input_ids"].tolist() == row.indices.tolist()
         assert item["counts"].tolist() == row.data.tolist()
 
@@ -51,6 +51,23 @@ def test_ranks_and_workers_partition_the_corpus(corpus_and_source):
         check_items(items, source)
         seen += [i["index"] for i in items]
     assert sorted(seen) == list(range(len(c)))
+
+
+def test_batched_loading_with_a_collator_and_numpy_items(corpus_and_source):
+    c, source = corpus_and_source
+
+    def collate(items):
+        return items  # numpy items pass through the worker queue by pickling
+
+    ds = CorpusDataset(c, shuffle=True, seed=2)
+    batches = list(DataLoader(ds, batch_size=8, num_workers=2, collate_fn=collate))
+    items = [i for b in batches for i in b]
+    assert sorted(i["index"] for i in items) == list(range(len(c)))
+    for item in items:
+        assert isinstance(item["input_ids"], np.ndarray) and item["input_ids"].dtype == np.int64
+        assert item["input_ids"].tolist() == source[item["index"]].indices.tolist()
+    pt = next(iter(CorpusDataset(c, return_tensors="pt")))
+    assert isinstance(pt["input_ids"], torch.Tensor) and pt["input_ids"].dtype == torch.int64
 
 
 def test_drop_last_and_subset(corpus_and_source):

@@ -155,22 +155,22 @@ def test_embed_cells_csr_subsampling_and_empty(tiny_vocab, random_cells):
 
 
 def test_loss_decreases_on_real_cells(schep):
+    """50 steps on 16 real cells (64 random tokens of each per step): the loss falls below
+    the best loss a model ignoring the tokens can reach."""
     vocab, x, _ = schep
     torch.manual_seed(0)
-    cfg = AtacformerConfig.for_vocab(vocab, **{**TINY, "max_length": 256}, dropout=0.0)
+    cfg = AtacformerConfig.for_vocab(vocab, **{**TINY, "max_length": 64}, dropout=0.0)
     model = AtacformerForReplacedTokenDetection(cfg, vocab=vocab)
     coll = ReplacedTokenCollator(cfg, seed=0)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    rng = np.random.default_rng(0)
     losses = []
-    for _ in range(40):
-        rows = rng.choice(x.shape[0], size=16, replace=False)
-        loss = model(**coll(x[rows])).loss
+    for _ in range(50):
+        loss = model(**coll(x[:16])).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
     p = cfg.replace_prob * (1 - 1 / vocab.n_regions)
-    label_blind = -(p * np.log(p) + (1 - p) * np.log(1 - p))  # best loss ignoring the tokens
-    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.01, losses
-    assert np.mean(losses[-5:]) < label_blind - 0.01, (label_blind, losses)
+    label_blind = -(p * np.log(p) + (1 - p) * np.log(1 - p))
+    assert np.mean(losses[-10:]) < np.mean(losses[:5]) - 0.02, losses
+    assert np.mean(losses[-10:]) < label_blind - 0.02, (label_blind, losses)

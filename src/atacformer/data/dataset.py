@@ -27,9 +27,12 @@ class CorpusDataset(IterableDataset):
     """Stream cells of a :class:`Corpus` as ``{"index", "input_ids", "counts"}`` items.
 
     ``index`` is the cell's global corpus index (its row in ``corpus.obs``), ``input_ids``
-    its sorted token ids (int64 tensor) and ``counts`` their counts (int32/int64 tensor).
-    Cells have different lengths, so give the ``DataLoader`` a collator (or
-    ``batch_size=None``). Call :meth:`set_epoch` before each epoch, as with
+    its sorted token ids (int64) and ``counts`` their counts (``corpus.counts_dtype``), as
+    numpy arrays (or tensors with ``return_tensors="pt"``). Cells have different lengths, so
+    give the ``DataLoader`` a collator that pads or packs them, and batch in the workers:
+    every tensor a worker hands over costs a shared-memory transfer (about a millisecond), so
+    one transfer per batch streams thousands of cells per second per worker where one per
+    cell streams hundreds. Call :meth:`set_epoch` before each epoch, as with
     ``DistributedSampler``: the order depends on ``(seed, epoch)`` only, so all ranks agree.
 
     Parameters
@@ -49,21 +52,27 @@ class CorpusDataset(IterableDataset):
     shuffle_buffer
         When positive (and ``shuffle``), items pass through a buffer of this many cells and
         leave it in random order: mixes blocks read with ``block_size > 1``.
+    return_tensors
+        ``"np"`` (numpy arrays) or ``"pt"`` (torch tensors sharing the arrays' memory).
 
     Examples
     --------
     >>> from torch.utils.data import DataLoader
     >>> ds = CorpusDataset("corpus/", shuffle=True, seed=0)  # doctest: +SKIP
-    >>> loader = DataLoader(ds, batch_size=None, num_workers=4)  # doctest: +SKIP
+    >>> def collate(items):  # pad token ids to the longest cell of the batch
+    ...     ids = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(i["input_ids"]) for i in items],
+    ...                                           batch_first=True, padding_value=pad_id)
+    ...     return {"input_ids": ids, "index": torch.tensor([i["index"] for i in items])}
+    >>> loader = DataLoader(ds, batch_size=64, num_workers=4, collate_fn=collate)  # doctest: +SKIP
     >>> for epoch in range(3):  # doctest: +SKIP
     ...     ds.set_epoch(epoch)
-    ...     for item in loader:
-    ...         ids, counts = item["input_ids"], item["counts"]
+    ...     for batch in loader:
+    ...         ...
     """
 
     def __init__(self, corpus, *, shuffle: bool = False, seed: int = 0, block_size: int = 1,
                  drop_last: bool = False, rank: int | None = None, world_size: int | None = None,
-                 indices=None, read_cells: int = 256, shuffle_buffer: int = 0):
+                 indices=None, read_cells: int = 256, shuffle_buffer: int = 0, return_tensors: str = "np"):
         super().__init__()
         self.corpus = corpus if isinstance(corpus, Corpus) else Corpus.open(Path(corpus))
         self.shuffle, self.seed, self.block_size, self.drop_last = shuffle, seed, block_size, drop_last
@@ -71,7 +80,10 @@ class CorpusDataset(IterableDataset):
         self.indices = None if indices is None else self.corpus._check_indices(indices)
         if read_cells < 1 or shuffle_buffer < 0:
             raise ValueError(f"read_cells must be >= 1 and shuffle_buffer >= 0, got {read_cells}, {shuffle_buffer}")
+        if return_tensors not in ("np", "pt"):
+            raise ValueError(f"return_tensors must be 'np' or 'pt', got {return_tensors!r}")
         self.read_cells, self.shuffle_buffer = int(read_cells), int(shuffle_buffer)
+        self.return_tensors = return_tensors
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -114,14 +126,16 @@ class CorpusDataset(IterableDataset):
         return items
 
     def _read(self, idx: np.ndarray):
+        as_tensor = torch.from_numpy if self.return_tensors == "pt" else (lambda a: a)
         for a in range(0, len(idx), self.read_cells):
             part = idx[a:a + self.read_cells]
             X = self.corpus.get_rows(part)
-            ids = torch.from_numpy(X.indices.astype(np.int64))
-            counts = torch.from_numpy(np.ascontiguousarray(X.data))
-            for j, cell in enumerate(part):
-                s, e = int(X.indptr[j]), int(X.indptr[j + 1])
-                yield {"index": int(cell), "input_ids": ids[s:e].clone(), "counts": counts[s:e].clone()}
+            # views of one fresh array per read (never of the memory map); a pickled view
+            # carries only its own cells' data to the main process
+            ids = np.split(X.indices.astype(np.int64), X.indptr[1:-1])
+            counts = np.split(np.asarray(X.data), X.indptr[1:-1])
+            for cell, i, n in zip(part.tolist(), ids, counts):
+                yield {"index": cell, "input_ids": as_tensor(i), "counts": as_tensor(n)}
 
 
 def _buffered(items, size: int, rng: np.random.Generator):

@@ -1,0 +1,59 @@
+"""The command line, as a user runs it."""
+
+import subprocess
+import sys
+
+import anndata as ad
+import numpy as np
+
+from atacformer.cli import main
+from atacformer.tokenizers import tokenize_fragments
+from atacformer.vocab import Vocabulary
+
+
+def test_help_lists_every_command():
+    out = subprocess.run([sys.executable, "-m", "atacformer.cli", "--help"], capture_output=True, text=True).stdout
+    for cmd in ("tokenize", "demo"):
+        assert cmd in out
+
+
+def test_tokenize_to_h5ad_matches_api(tmp_path, data_dir):
+    frag = data_dir / "fragments_macs3_chr22_100cells/test.fragments.tsv.gz"
+    out = tmp_path / "cells.h5ad"
+    assert main(["tokenize", str(frag), "--genome", "hg38", "--bins", "5000", "--min-fragments", "100",
+                 "-o", str(out)]) == 0
+    a = ad.read_h5ad(out)
+    ref = tokenize_fragments(frag, Vocabulary.from_bins("hg38", 5000), min_fragments=100, progress=False)
+    assert list(a.obs_names) == list(ref.barcodes)
+    assert (a.X != ref.X).nnz == 0
+    assert list(a.var.columns[:3]) == ["chrom", "start", "end"] and a.var_names[0] == "chr1:0-5000"
+
+
+def test_tokenize_universe_and_bed_and_corpus(tmp_path, data_dir):
+    frag = data_dir / "fragments_macs3_chr22_100cells/test.fragments.tsv.gz"
+    peaks = data_dir / "fragments_macs3_chr22_100cells/macs3_callpeak_frag_peaks.narrowPeak"
+    out = tmp_path / "u.h5ad"
+    assert main(["tokenize", str(frag), "--universe", str(peaks), "--barcodes",
+                 str(data_dir / "fragments_macs3_chr22_100cells/barcodes.txt"), "-o", str(out)]) == 0
+    a = ad.read_h5ad(out)
+    assert a.n_vars == 1455 and a.X.nnz > 0
+    beds = [data_dir / "bulk_peaks_encode_roadmap_hg38" / n for n in
+            ("test_ataqc_full_chr_ppr.IDR0.05.filt.narrowPeak.gz", "geniml_bedbase_samples_hg38/Example1.bed")]
+    assert main(["tokenize", *map(str, beds), "--genome", "hg38", "-o", str(tmp_path / "bulk.h5ad")]) == 0
+    b = ad.read_h5ad(tmp_path / "bulk.h5ad")
+    assert b.n_obs == 2 and np.all(np.diff(b.X.indptr) > 0)
+    corpus = tmp_path / "corpus"
+    assert main(["tokenize", str(frag), "--genome", "hg38", "-o", str(corpus)]) == 0
+    assert main(["tokenize", str(data_dir / "muon_pbmc_multiome_fragments_hg38/test_rna_atac_fragments.tsv.gz"),
+                 "--genome", "hg38", "-o", str(corpus)]) == 0
+    from atacformer.data import Corpus
+
+    c = Corpus.open(corpus)
+    assert len(c) == 100 + 24508
+
+
+def test_mouse_peaks_against_hg38_are_refused(data_dir, capsys):
+    """The ENCODE 'ppr.overlap' set is mm10: its chr19 runs past hg38's chr19."""
+    bed = data_dir / "bulk_peaks_encode_roadmap_hg38/ppr.overlap.bfilt.narrowPeak.gz"
+    assert main(["tokenize", str(bed), "--genome", "hg38", "-o", "unused.h5ad"]) == 2
+    assert "looks like mm10" in capsys.readouterr().err

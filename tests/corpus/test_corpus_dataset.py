@@ -86,3 +86,14 @@ def test_shuffle_buffer_changes_order_not_content(corpus_and_source):
     buffered = [i["index"] for i in CorpusDataset(c, shuffle=True, block_size=8, shuffle_buffer=16)]
     assert sorted(plain) == sorted(buffered) == list(range(len(c)))
     assert plain != buffered
+
+
+def test_spawned_workers_reopen_the_corpus_by_path(corpus_and_source):
+    # spawn/forkserver pickle the dataset: the corpus must travel as a path, not as its data
+    c, source = corpus_and_source
+    ds = CorpusDataset(c, read_cells=7)
+    loader = DataLoader(ds, batch_size=4, num_workers=1, collate_fn=list, multiprocessing_context="spawn")
+    items = [i for b in loader for i in b]
+    assert sorted(i["index"] for i in items) == list(range(len(c)))
+    for item in items:
+        assert item["counts"].tolist() == source[item["index"]].data.tolist()

@@ -237,3 +237,19 @@ def test_iter_chunks_streams_everything(tmp_path, vocab, make_counts):
     chunks = list(c.iter_chunks(4))
     assert [a for a, _ in chunks] == [0, 4, 8, 12]
     assert_csr_equal(sp.vstack([X for _, X in chunks]), sp.vstack(parts))
+
+
+def test_append_tokenized_cells(tmp_path, schep, schep_vocab):
+    from atacformer.tokenizers import TokenizedCells
+
+    cells = TokenizedCells(X=schep.X.tocsr(), barcodes=schep.obs_names.to_numpy(), vocab=schep_vocab,
+                           obs=schep.obs[["cell_type"]].reset_index(drop=True))
+    c = Corpus.create(tmp_path / "c", schep_vocab)
+    c.append_tokenized(cells, dataset="schep")
+    assert_csr_equal(c[0:len(c)], schep.X)
+    assert list(c.obs.index) == list(schep.obs_names)
+    assert list(c.obs["cell_type"].astype(str)) == list(schep.obs["cell_type"].astype(str))
+    other = TokenizedCells(X=schep.X.tocsr(), barcodes=schep.obs_names.to_numpy(),
+                           vocab=Vocabulary(schep_vocab.chroms, schep_vocab.starts + 1, schep_vocab.ends + 1))
+    with pytest.raises(VocabularyMismatchError):
+        c.append_tokenized(other, dataset="other")

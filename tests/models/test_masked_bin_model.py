@@ -242,5 +242,5 @@ def test_loss_decreases_on_real_cells(schep, name):
         opt.step()
         dec.append(out.decoder_loss.item())
         sup.append(out.cell_type_loss.item())
-    assert np.mean(dec[-5:]) < 0.7 * np.mean(dec[:3]), dec
+    assert np.mean(dec[-5:]) < np.mean(dec[:3]) - 0.1, dec
     assert np.mean(sup[-5:]) < np.mean(sup[:3]), sup

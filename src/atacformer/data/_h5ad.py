@@ -28,6 +28,7 @@ __all__ = ["append_anndata", "from_anndata", "to_anndata", "write_h5ad"]
 
 logger = logging.getLogger(__name__)
 UNS_KEY = "atacformer_vocab"
+_H5_CHUNK = 1 << 18  # elements per HDF5 chunk of X (1-2 MB)
 
 
 def _export_parts(corpus: Corpus) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
@@ -56,7 +57,7 @@ def to_anndata(corpus: Corpus):
     return ad.AnnData(X=corpus[0:len(corpus)], obs=obs, var=var, uns=uns)
 
 
-def write_h5ad(corpus: Corpus, path, chunk_cells: int = 65536) -> Path:
+def write_h5ad(corpus: Corpus, path, chunk_cells: int = 4096) -> Path:
     """Write the corpus to ``path`` as ``.h5ad``, streaming ``X`` chunk by chunk.
 
     Only one chunk of counts is in memory at a time (obs, one row per cell, is written
@@ -78,7 +79,10 @@ def write_h5ad(corpus: Corpus, path, chunk_cells: int = 65536) -> Path:
         with h5py.File(tmp, "a") as f:
             if "X" in f:
                 del f["X"]
-            ad.io.write_elem(f, "X", sp.csr_matrix((0, corpus.vocab.n_regions), dtype=corpus.counts_dtype))
+            empty = sp.csr_matrix((0, corpus.vocab.n_regions), dtype=corpus.counts_dtype)
+            ad.io.write_elem(f, "X", empty, dataset_kwargs={"chunks": (_H5_CHUNK,)})  # h5py's guess: 1 KB
+            del f["X"]["indptr"]  # scipy made it int32, which anndata cannot append past 2^31 tokens
+            f["X"].create_dataset("indptr", data=np.zeros(1, np.int64), maxshape=(None,), chunks=(_H5_CHUNK,))
             X = ad.io.sparse_dataset(f["X"])
             for _, chunk in corpus.iter_chunks(chunk_cells):
                 X.append(chunk)
@@ -170,7 +174,7 @@ def _dataset_runs(obs: pd.DataFrame, dataset: str | None, source: str) -> list[t
 
 
 def append_anndata(corpus: Corpus, adata, dataset: str | None = None, batch: str | None = None,
-                   layer: str | None = None, chunk_cells: int = 65536) -> list[ShardInfo]:
+                   layer: str | None = None, chunk_cells: int = 4096) -> list[ShardInfo]:
     """Append the cells of an AnnData or ``.h5ad`` path, one shard per dataset.
 
     Parameters
@@ -218,7 +222,7 @@ def _append(corpus: Corpus, a, source: str, dataset, batch, layer, chunk_cells) 
 
 
 def from_anndata(adata, corpus_path, vocab: Vocabulary | None = None, dataset: str | None = None,
-                 batch: str | None = None, layer: str | None = None, chunk_cells: int = 65536,
+                 batch: str | None = None, layer: str | None = None, chunk_cells: int = 4096,
                  overwrite: bool = False) -> Corpus:
     """Create a corpus at ``corpus_path`` from an AnnData or ``.h5ad`` path.
 

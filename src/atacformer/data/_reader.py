@@ -99,22 +99,27 @@ def take_rows(shards: list[ShardArrays], offsets: np.ndarray, idx: np.ndarray, n
 
 def take_slice(shards: list[ShardArrays], offsets: np.ndarray, start: int, stop: int, n_regions: int,
                dtype) -> sp.csr_matrix:
-    """Cells ``start:stop`` (global, contiguous) as CSR, read as contiguous slices per shard."""
-    parts_ptr, parts_ind, parts_dat = [np.zeros(1, dtype=np.int64)], [], []
-    base = 0
-    first = int(np.searchsorted(offsets, start, side="right") - 1)
-    for k in range(max(first, 0), len(shards)):
-        lo, hi = max(start, offsets[k]) - offsets[k], min(stop, offsets[k + 1]) - offsets[k]
+    """Cells ``start:stop`` (global, contiguous) as CSR, read as contiguous slices per shard.
+
+    The output arrays are allocated once and filled shard by shard (no concatenated copies).
+    """
+    pieces = []  # (shard, row pointers of its cells in the range)
+    for k in range(max(int(np.searchsorted(offsets, start, side="right") - 1), 0), len(shards)):
         if offsets[k] >= stop:
             break
-        if hi <= lo:
-            continue
-        ip = np.asarray(shards[k].indptr[lo:hi + 1])
-        parts_ptr.append(ip[1:] - ip[0] + base)
-        parts_ind.append(shards[k].indices[ip[0]:ip[-1]])
-        parts_dat.append(shards[k].counts[ip[0]:ip[-1]])
-        base += int(ip[-1] - ip[0])
-    indptr = np.concatenate(parts_ptr)
-    indices = np.concatenate(parts_ind).astype(np.int32, copy=False) if parts_ind else np.empty(0, np.int32)
-    data = np.concatenate(parts_dat).astype(dtype) if parts_dat else np.empty(0, dtype)
-    return sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, n_regions))
+        lo, hi = max(start, offsets[k]) - offsets[k], min(stop, offsets[k + 1]) - offsets[k]
+        if hi > lo:
+            pieces.append((shards[k], np.asarray(shards[k].indptr[lo:hi + 1])))
+    n_rows = sum(len(ip) - 1 for _, ip in pieces)
+    n_tok = sum(int(ip[-1] - ip[0]) for _, ip in pieces)
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    indices = np.empty(n_tok, dtype=np.int32)
+    data = np.empty(n_tok, dtype=dtype)
+    row = tok = 0
+    for shard, ip in pieces:
+        a, b = int(ip[0]), int(ip[-1])
+        indptr[row + 1:row + len(ip)] = ip[1:] - a + tok
+        indices[tok:tok + b - a] = shard.indices[a:b]
+        data[tok:tok + b - a] = shard.counts[a:b]
+        row, tok = row + len(ip) - 1, tok + b - a
+    return sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_regions))

@@ -207,6 +207,7 @@ class Transaction:
         self.installed: list[Path] = []
 
     def write_shard(self, chunks, dataset: str, batch) -> None:
+        """Validate and write ``(X, obs)`` chunks of one dataset into a new temporary folder."""
         taken = set(self.corpus.datasets) | {e["dataset"] for _, e in self.pending}
         if not isinstance(dataset, str) or not dataset:
             raise ValueError(f"dataset name must be a non-empty string, got {dataset!r}")
@@ -230,6 +231,7 @@ class Transaction:
         logger.info("wrote %s: %d cells, %d tokens", where, writer.n_cells, writer.n_tokens)
 
     def commit(self) -> None:
+        """Move the written shards into ``shards/`` and register them in one manifest replace."""
         manifest = dict(self.corpus._manifest)
         shards = list(manifest["shards"])
         for tmp, entry in self.pending:
@@ -245,5 +247,6 @@ class Transaction:
         self.corpus._set_manifest(manifest)
 
     def rollback(self) -> None:
+        """Remove every folder this transaction wrote (none of them is registered)."""
         for p in [tmp for tmp, _ in self.pending] + self.installed:
             shutil.rmtree(p, ignore_errors=True)

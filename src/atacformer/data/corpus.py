@@ -75,13 +75,15 @@ class Corpus:
 
     Examples
     --------
-    >>> import scipy.sparse as sp
+    >>> import tempfile, scipy.sparse as sp
     >>> vocab = Vocabulary(["chr1"] * 3, [0, 10, 20], [10, 20, 30])
-    >>> c = Corpus.create(tmp_path / "corpus", vocab)  # doctest: +SKIP
-    >>> c.append(sp.csr_matrix([[1, 0, 2], [0, 3, 0]]), dataset="demo")  # doctest: +SKIP
-    >>> len(c), c.n_tokens, c[0]  # doctest: +SKIP
-    (2, 3, (array([0, 2]), array([1, 2], dtype=int32)))
-    >>> c.get_rows([1, 0]).toarray()  # doctest: +SKIP
+    >>> c = Corpus.create(Path(tempfile.mkdtemp()) / "corpus", vocab)
+    >>> info = c.append(sp.csr_matrix([[1, 0, 2], [0, 3, 0]]), dataset="demo")
+    >>> len(c), c.n_tokens, info.counts_dtype
+    (2, 3, 'uint8')
+    >>> c[0]
+    (array([0, 2]), array([1, 2], dtype=int32))
+    >>> c.get_rows([1, 0]).toarray()
     array([[0, 3, 0],
            [1, 0, 2]], dtype=int32)
     """
@@ -169,6 +171,7 @@ class Corpus:
 
     @property
     def datasets(self) -> list[str]:
+        """Dataset names, one per shard, in corpus order."""
         return [s["dataset"] for s in self._manifest["shards"]]
 
     @property
@@ -237,8 +240,11 @@ class Corpus:
         return _reader.take_rows(self._all_shards(), self._offsets, idx, self.vocab.n_regions,
                                  self.counts_dtype)
 
-    def iter_chunks(self, chunk_cells: int = 65536, start: int = 0, stop: int | None = None):
+    def iter_chunks(self, chunk_cells: int = 4096, start: int = 0, stop: int | None = None):
         """Stream cells ``start:stop`` as ``(first_cell_index, CSR)`` chunks of ``chunk_cells``.
+
+        A chunk holds about ``chunk_cells`` x tokens-per-cell x 8 bytes (4,096 cells of 10^4
+        tokens: 330 MB); chunks cross shard boundaries.
 
         Examples
         --------
@@ -278,7 +284,7 @@ class Corpus:
 
     # -- appending ----------------------------------------------------------------------
     def append(self, X, obs: pd.DataFrame | None = None, *, dataset: str, batch: str | None = None,
-               chunk_cells: int = 65536) -> ShardInfo:
+               chunk_cells: int = 4096) -> ShardInfo:
         """Append one dataset held in memory (written ``chunk_cells`` rows at a time).
 
         Parameters
@@ -293,6 +299,13 @@ class Corpus:
             Name of the dataset, unique within the corpus.
         batch
             Batch label of every cell; default: ``obs["batch"]`` if present, else ``dataset``.
+        chunk_cells
+            Rows validated and written at a time (bounds the temporary copies).
+
+        Returns
+        -------
+        ShardInfo
+            The new shard.
 
         Examples
         --------
@@ -329,6 +342,25 @@ class Corpus:
             txn.write_shard(chunks, dataset, batch)
         return self.shards[-1]
 
+    def append_tokenized(self, cells, *, dataset: str, batch: str | None = None,
+                         chunk_cells: int = 4096) -> ShardInfo:
+        """Append the output of a tokenizer (:class:`atacformer.tokenizers.TokenizedCells`).
+
+        Raises
+        ------
+        VocabularyMismatchError
+            When ``cells`` were tokenized with another vocabulary.
+
+        Examples
+        --------
+        >>> cells = tokenize_fragments("fragments.tsv.gz", corpus.vocab)  # doctest: +SKIP
+        >>> corpus.append_tokenized(cells, dataset="pbmc")  # doctest: +SKIP
+        """
+        self.vocab.check_same(cells.vocab, what=f"tokenized cells for dataset {dataset!r}")
+        obs = cells.obs.copy()
+        obs.index = pd.Index(np.asarray(cells.barcodes, dtype=str))
+        return self.append(cells.X, obs, dataset=dataset, batch=batch, chunk_cells=chunk_cells)
+
     @contextlib.contextmanager
     def _transaction(self):
         """Hold the writer lock; register every shard written inside at once, or none."""
@@ -359,14 +391,14 @@ class Corpus:
 
         return _h5ad.to_anndata(self)
 
-    def write_h5ad(self, path, chunk_cells: int = 65536) -> Path:
+    def write_h5ad(self, path, chunk_cells: int = 4096) -> Path:
         """Stream the corpus into an ``.h5ad`` file (see :func:`atacformer.data.write_h5ad`)."""
         from atacformer.data import _h5ad
 
         return _h5ad.write_h5ad(self, path, chunk_cells)
 
     def append_anndata(self, adata, dataset: str | None = None, batch: str | None = None,
-                       layer: str | None = None, chunk_cells: int = 65536) -> list[ShardInfo]:
+                       layer: str | None = None, chunk_cells: int = 4096) -> list[ShardInfo]:
         """Append an AnnData or ``.h5ad`` (see :func:`atacformer.data.append_anndata`)."""
         from atacformer.data import _h5ad
 

@@ -37,7 +37,7 @@ def open_binary(path, threads: int = 1):
 
 
 def iter_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES, threads: int = 1):
-    """Yield ``(block, first_line_number)``: whole lines, about ``block_bytes`` each.
+    """Yield ``(block, first_line_number, n_lines)``: whole lines, about ``block_bytes`` each.
 
     Line numbers are 1-based in the decompressed text. A truncated or corrupt gzip stream
     raises :class:`InputFormatError` naming the file and the last complete line.
@@ -55,16 +55,18 @@ def iter_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES, threads: int = 1):
                 raise InputFormatError(p, f"truncated or corrupt compressed file after line {done}: {e}") from None
             if not data:
                 break
-            buf = rest + data
-            cut = buf.rfind(b"\n")
+            cut = data.rfind(b"\n")
             if cut < 0:
-                rest = buf
+                rest += data
                 continue
-            block, rest = buf[: cut + 1], buf[cut + 1 :]
-            yield block, line_no
-            line_no += block.count(b"\n")
+            # one copy per block: the carried partial line + this read up to its last newline
+            block = rest + data[: cut + 1] if rest else data[: cut + 1]
+            rest = data[cut + 1 :]
+            n_lines = block.count(b"\n")
+            yield block, line_no, n_lines
+            line_no += n_lines
         if rest:
-            yield rest + b"\n", line_no
+            yield rest + b"\n", line_no, 1
     finally:
         f.close()
 

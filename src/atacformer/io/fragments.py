@@ -3,21 +3,19 @@
 A fragments file has one fragment per line: ``chrom start end barcode [count ...]``
 (0-based half-open, Tn5-shifted), gzip, bgzip or plain, optionally headed by ``#`` lines,
 sorted by position or by barcode. The file is read in blocks of bounded size (default
-32 MB of text), so memory does not grow with the file: each block is parsed by pyarrow's
-multi-threaded CSV reader with chromosome and barcode dictionary-encoded, while ISA-L
-decompresses the next block in a background thread.
+32 MB of text), so memory does not grow with the file: each block is parsed in one pass by a
+compiled parser (:mod:`atacformer._core.parse`, GIL released) while ISA-L decompresses the next
+block in a background thread.
 """
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
 
+from atacformer._core.parse import GROW, OK, KeyTable, parse_fragments
 from atacformer.errors import InputFormatError
 from atacformer.genome import normalize_chrom
 from atacformer.io._text import DEFAULT_BLOCK_BYTES, check_interval_fields, iter_blocks, locate_bad_line, skip_header
@@ -29,18 +27,17 @@ _COLUMNS = "chrom start end barcode [count]"
 class FragmentBlock:
     """One parsed block of a fragments file.
 
-    ``chrom_codes`` index ``chroms`` (normalised names) and ``barcode_codes`` index
-    ``barcodes``; both dictionaries are local to the block.
+    ``chrom_codes`` index ``chroms`` (normalised names) and ``barcode_codes`` are the
+    file-wide barcode ids of the reader (first-appearance order).
     """
 
     path: str
     first_line: int
     chroms: list[str]
-    chrom_codes: np.ndarray  # (n,) int32
+    chrom_codes: np.ndarray  # (n,) int32, file-wide chromosome ids
     starts: np.ndarray  # (n,) int64
     ends: np.ndarray  # (n,) int64
-    barcodes: np.ndarray  # (n_unique,) object
-    barcode_codes: np.ndarray  # (n,) int32
+    barcode_codes: np.ndarray  # (n,) int32, file-wide barcode ids
     text: bytes  # the raw block, kept for line-exact diagnostics
 
     def __len__(self) -> int:
@@ -49,48 +46,16 @@ class FragmentBlock:
     def fail_at(self, check, error=InputFormatError) -> None:
         """Raise ``error`` at the first line where ``check(fields)`` returns (message, value)."""
         locate_bad_line(self.path, self.text, self.first_line, check, error=error)
-        raise InputFormatError(self.path, "invalid fragment block", line=self.first_line)
+        raise error(self.path, "invalid fragment block", line=self.first_line)
 
 
 def _check_fragment(fields):
     return check_interval_fields(fields, 4, _COLUMNS)
 
 
-def _parse(path: str, block: bytes, first_line: int, ncols: int) -> FragmentBlock:
-    names = ["chrom", "start", "end", "barcode"] + [f"c{j}" for j in range(4, ncols)]
-    try:
-        tab = pacsv.read_csv(
-            io.BytesIO(block),
-            read_options=pacsv.ReadOptions(column_names=names, use_threads=True, block_size=4 << 20),
-            parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
-            convert_options=pacsv.ConvertOptions(
-                include_columns=["chrom", "start", "end", "barcode"],
-                column_types={"chrom": pa.dictionary(pa.int32(), pa.string()), "start": pa.int64(),
-                              "end": pa.int64(), "barcode": pa.dictionary(pa.int32(), pa.string())},
-            ),
-        )
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        locate_bad_line(path, block, first_line, lambda f: check_interval_fields(f, 4, _COLUMNS, n_exact=ncols))
-        raise InputFormatError(path, "could not be parsed as a fragments file", line=first_line) from None
-    tab = tab.unify_dictionaries()
-    chrom = tab.column("chrom").combine_chunks()
-    bc = tab.column("barcode").combine_chunks()
-    out = FragmentBlock(
-        path=path, first_line=first_line,
-        chroms=[normalize_chrom(c) for c in chrom.dictionary.to_pylist()],
-        chrom_codes=chrom.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False),
-        starts=tab.column("start").to_numpy(), ends=tab.column("end").to_numpy(),
-        barcodes=np.asarray(bc.dictionary.to_pylist(), dtype=object),
-        barcode_codes=bc.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False),
-        text=block,
-    )
-    if len(out) and ((out.starts < 0).any() or (out.starts > out.ends).any()):
-        out.fail_at(_check_fragment)
-    return out
-
-
-def iter_fragment_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES, threads: int = 1):
-    """Yield :class:`FragmentBlock` s of a fragments file, in file order.
+class FragmentReader:
+    """Iterate over a fragments file in parsed blocks, keeping file-wide chromosome and
+    barcode ids (exact hash tables, see :mod:`atacformer._core.parse`).
 
     Parameters
     ----------
@@ -99,7 +64,7 @@ def iter_fragment_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES, threads: 
     block_bytes
         Size of each text block (bounds the reader's memory).
     threads
-        Decompression threads (ISA-L); 0 decompresses in the calling thread.
+        Decompression threads (ISA-L, in the background); 0 decompresses in the calling thread.
 
     Raises
     ------
@@ -109,23 +74,73 @@ def iter_fragment_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES, threads: 
 
     Examples
     --------
-    >>> n = sum(len(b) for b in iter_fragment_blocks("fragments.tsv.gz"))  # doctest: +SKIP
+    >>> r = FragmentReader("fragments.tsv.gz")  # doctest: +SKIP
+    >>> n = sum(len(b) for b in r); barcodes = r.barcodes()  # doctest: +SKIP
     """
-    p = os.fspath(path)
-    ncols = None
-    any_rows = False
-    for block, line in iter_blocks(p, block_bytes=block_bytes, threads=threads):
-        if ncols is None:
-            block, line = skip_header(block, line)
-            if not block.strip():
+
+    def __init__(self, path, block_bytes: int = DEFAULT_BLOCK_BYTES, threads: int = 1):
+        self.path = os.fspath(path)
+        self.block_bytes = block_bytes
+        self.threads = threads
+        self._chroms = KeyTable(capacity=64, arena_bytes=1 << 12)
+        self._barcodes = KeyTable()
+        self._chrom_names: list[str] = []
+
+    @property
+    def n_barcodes(self) -> int:
+        return len(self._barcodes)
+
+    def barcodes(self, start: int = 0) -> list[str]:
+        """Barcodes seen so far with ids ``start..`` (all by default)."""
+        return self._barcodes.keys(start)
+
+    def _parse(self, block: bytes, first_line: int, n_lines: int) -> FragmentBlock:
+        buf = np.frombuffer(block, dtype=np.uint8)
+        n = n_lines + 1
+        out = (np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int32))
+        pos = row = 0
+        while True:
+            status, pos, row = parse_fragments(buf, pos, row, *out, *self._chroms.arrays(), *self._barcodes.arrays())
+            if status == OK:
+                break
+            if status == GROW:
+                full = [t for t in (self._chroms, self._barcodes)
+                        if len(t) + 1 >= len(t.off) or t.state[1] + 4096 > len(t.arena)]
+                for t in full or (self._chroms, self._barcodes):
+                    t.grow()
                 continue
-            first = block[: block.find(b"\n")]
-            ncols = len(first.split(b"\t"))
-            if ncols < 4:
-                locate_bad_line(p, block, line, _check_fragment)
-        fb = _parse(p, block, line, ncols)
-        if len(fb):
-            any_rows = True
-            yield fb
-    if not any_rows:
-        raise InputFormatError(p, f"no fragments found (empty file); expected lines '{_COLUMNS}'")
+            self._fail(block, first_line, pos)
+        if len(self._chrom_names) < len(self._chroms):
+            self._chrom_names += [normalize_chrom(c) for c in self._chroms.keys(len(self._chrom_names))]
+        return FragmentBlock(path=self.path, first_line=first_line, chroms=list(self._chrom_names),
+                             chrom_codes=out[0][:row], starts=out[1][:row], ends=out[2][:row],
+                             barcode_codes=out[3][:row], text=block)
+
+    def _fail(self, block: bytes, first_line: int, pos: int):
+        line_no = first_line + block.count(b"\n", 0, pos)
+        end = block.find(b"\n", pos)
+        text = block[pos:end if end >= 0 else len(block)].rstrip(b"\r").decode("utf-8", "replace")
+        res = _check_fragment(text.split("\t"))
+        msg, value = res if res is not None else (f"malformed line; expected '{_COLUMNS}'", text)
+        raise InputFormatError(self.path, msg, line=line_no, value=value)
+
+    def __iter__(self):
+        started = False
+        any_rows = False
+        for block, line, n_lines in iter_blocks(self.path, block_bytes=self.block_bytes, threads=self.threads):
+            if not started:
+                block, line = skip_header(block, line)
+                if not block.strip():
+                    continue
+                started = True
+            fb = self._parse(block, line, n_lines)
+            if len(fb):
+                any_rows = True
+                yield fb
+        if not any_rows:
+            raise InputFormatError(self.path, f"no fragments found (empty file); expected lines '{_COLUMNS}'")
+
+
+def iter_fragment_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES, threads: int = 1):
+    """Yield the :class:`FragmentBlock` s of a fragments file (see :class:`FragmentReader`)."""
+    yield from FragmentReader(path, block_bytes=block_bytes, threads=threads)

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from atacformer._core.overlap import bin_span_pairs
 from atacformer.errors import GenomeMismatchError, InputFormatError
 from atacformer.genome import get_genome
-from atacformer.io.fragments import FragmentBlock, iter_fragment_blocks
+from atacformer.io.fragments import FragmentBlock, FragmentReader
 from atacformer.tokenizers._cells import TokenizedCells, csr_from_pairs
 from atacformer.vocab import Vocabulary
 
@@ -51,44 +51,35 @@ def read_barcodes(path) -> list[str]:
 
 
 class _BlockMapper:
-    """Maps each block's local chromosome/barcode dictionaries to global ids."""
+    """Maps the reader's file-wide chromosome/barcode ids to vocabulary tokens and rows."""
 
-    def __init__(self, vocab: Vocabulary, genome, whitelist):
+    def __init__(self, vocab: Vocabulary, genome, whitelist, reader: FragmentReader):
         self.vocab = vocab
         self.genome = genome
+        self.reader = reader
         self.offsets = vocab._chrom_offset()
         self.counts = vocab.chrom_region_counts()
-        self.skipped_chroms: dict[str, int] = {}
-        # barcodes seen so far, in order; looked up with pandas' C hash table per block
         self.fixed = whitelist is not None
-        self.known = pd.Index(list(whitelist) if self.fixed else [], dtype=object)
-        if self.fixed and not self.known.is_unique:
-            raise ValueError("the barcode whitelist has duplicates")
-        self._new: list[np.ndarray] = []
-
-    @property
-    def barcodes(self) -> np.ndarray:
-        self._flush()
-        return self.known.to_numpy()
-
-    def _flush(self):
-        if self._new:
-            self.known = self.known.append(pd.Index(np.concatenate(self._new), dtype=object))
-            self._new = []
+        if self.fixed:
+            self.wl = pd.Index(list(whitelist), dtype=object)
+            if not self.wl.is_unique:
+                raise ValueError("the barcode whitelist has duplicates")
+            self.lut = np.empty(0, dtype=np.int64)  # file barcode id -> whitelist row or -1
 
     @property
     def n_cells(self) -> int:
-        return len(self.known) + sum(len(a) for a in self._new)
+        return len(self.wl) if self.fixed else self.reader.n_barcodes
+
+    def barcodes(self) -> np.ndarray:
+        return np.asarray(list(self.wl) if self.fixed else self.reader.barcodes(), dtype=object)
 
     def cells(self, fb: FragmentBlock) -> np.ndarray:
-        self._flush()
-        lut = self.known.get_indexer(fb.barcodes).astype(np.int64)
-        if not self.fixed:
-            new = np.flatnonzero(lut < 0)
-            if len(new):
-                lut[new] = len(self.known) + np.arange(len(new))
-                self._new.append(fb.barcodes[new])
-        return lut[fb.barcode_codes]
+        if not self.fixed:  # rows are the file's barcodes in first-appearance order
+            return fb.barcode_codes.astype(np.int64)
+        if len(self.lut) < self.reader.n_barcodes:
+            new = self.reader.barcodes(len(self.lut))
+            self.lut = np.concatenate([self.lut, self.wl.get_indexer(new).astype(np.int64)])
+        return self.lut[fb.barcode_codes]
 
     def check_genome(self, fb: FragmentBlock) -> np.ndarray:
         """Validate chromosomes/coordinates; return a per-local-chrom 'usable' mask."""
@@ -116,6 +107,12 @@ class _BlockMapper:
 
     def pairs(self, fb: FragmentBlock, usable: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
         """``(row_in_block, token_id)`` pairs of one block."""
+        if mode == "insertion" and self.vocab.bin_size is not None:
+            # both Tn5 sites as 1-bp intervals, the bins' arithmetic made direct
+            keep = np.flatnonzero(fb.ends > fb.starts)
+            rows = np.concatenate([keep, keep])
+            s = np.concatenate([fb.starts[keep], fb.ends[keep] - 1])
+            return self._overlap(fb, rows, s, s + 1, usable)
         if mode == "insertion":
             # two insertion sites per fragment, as 1-bp intervals
             n = len(fb)
@@ -202,12 +199,13 @@ def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, m
     if isinstance(barcodes, (str, os.PathLike)):
         barcodes = read_barcodes(barcodes)
     g = get_genome(genome) if genome is not None else (get_genome(vocab.genome) if vocab.genome else None)
-    m = _BlockMapper(vocab, g, barcodes)
+    reader = FragmentReader(p, block_bytes=block_bytes, threads=threads)
+    m = _BlockMapper(vocab, g, barcodes, reader)
     parts_r, parts_c, parts_v = [], [], []
     n_frag = np.zeros(0, dtype=np.int64)
     bar = tqdm(desc=f"tokenizing {os.path.basename(p)}", unit=" fragments", unit_scale=True, disable=progress is False
                if progress is not None else None, leave=False)
-    for fb in iter_fragment_blocks(p, block_bytes=block_bytes, threads=threads):
+    for fb in reader:
         usable = m.check_genome(fb)
         cell = m.cells(fb)
         n_cells_now = m.n_cells
@@ -230,7 +228,7 @@ def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, m
         n_frag = np.concatenate([n_frag, np.zeros(n_cells - len(n_frag), np.int64)])
     X = csr_from_pairs(np.concatenate(parts_r), np.concatenate(parts_c), n_cells, vocab.n_regions,
                        data=np.concatenate(parts_v))
-    names = np.asarray(m.barcodes, dtype=object)
+    names = m.barcodes()
     keep = np.flatnonzero(n_frag >= min_fragments) if min_fragments > 0 else np.arange(n_cells)
     if len(keep) < n_cells:
         X, names, n_frag = X[keep], names[keep], n_frag[keep]

@@ -457,9 +457,16 @@ class MaskedBinForPretraining(_MaskedBinBase, nn.Module):
             return self._pairs_loss(eos, bins, cell, bin_, labels[cell, bin_])
         return self._all_bins_loss(eos, bins, labels)
 
-    def _chunk_ce(self, eos_g: torch.Tensor, bins: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Summed cross-entropy of one chunk; ``eos_g`` and ``bins`` broadcast to (..., H)."""
-        logits = self.decoder.head(eos_g + bins)  # (..., 3)
+    def _chunk_ce(self, eos: torch.Tensor, bins: torch.Tensor, cells: torch.Tensor | None,
+                  groups: torch.Tensor, bin_ids: torch.Tensor | slice, y: torch.Tensor
+                  ) -> torch.Tensor:
+        """Summed cross-entropy of one chunk. The gathers happen inside, so a checkpointed
+        chunk keeps only its index tensors for the backward pass, never (B, chunk, H)."""
+        if cells is None:  # all bins: every cell x this chunk of bins
+            pre = eos[:, groups] + bins[bin_ids].unsqueeze(0)  # (B, c, H)
+        else:  # (cell, bin) pairs
+            pre = eos[cells, groups] + bins[bin_ids]  # (P, H)
+        logits = self.decoder.head(pre)  # (..., 3)
         return F.cross_entropy(logits.reshape(-1, N_STATES).float(), y.reshape(-1).long(),
                                reduction="sum")
 
@@ -473,9 +480,8 @@ class MaskedBinForPretraining(_MaskedBinBase, nn.Module):
         n, step = self.config.n_bins, self.config.decoder_chunk_size
         total = eos.new_zeros((), dtype=torch.float32)
         for s in range(0, n, step):
-            g = groups[s: s + step]
-            total = total + self._run_chunk(eos[:, g], bins[s: s + step].unsqueeze(0),
-                                            labels[:, s: s + step])
+            chunk = slice(s, s + step)
+            total = total + self._run_chunk(eos, bins, None, groups[chunk], chunk, labels[:, chunk])
         return total / labels.numel()
 
     def _pairs_loss(self, eos, bins, cell, bin_, y):
@@ -484,7 +490,7 @@ class MaskedBinForPretraining(_MaskedBinBase, nn.Module):
         total = eos.new_zeros((), dtype=torch.float32)
         for s in range(0, len(cell), step):
             c, b = cell[s: s + step], bin_[s: s + step]
-            total = total + self._run_chunk(eos[c, groups[b]], bins[b], y[s: s + step])
+            total = total + self._run_chunk(eos, bins, c, groups[b], b, y[s: s + step])
         return total / max(len(cell), 1)
 
     def _sample_pairs(self, labels: torch.Tensor, generator=None):

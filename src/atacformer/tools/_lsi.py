@@ -1,0 +1,175 @@
+"""Latent semantic indexing (LSI): TF-IDF, truncated SVD, drop the depth component.
+
+The truncated SVD is :func:`scipy.sparse.linalg.svds` (ARPACK) on the sparse TF-IDF
+matrix. Measured on the two real test sets and a 20,000 x 50,000 random sparse matrix
+(31 components; see the report of the commit that added this), ``svds`` gives the same
+components as ``TruncatedSVD(algorithm="arpack")`` (which calls it) without the estimator
+overhead, and exact ones, where ``TruncatedSVD``'s default randomized solver with 5 power
+iterations is not converged on the trailing components (k-means ARI moved by up to 0.1 on
+BM0828 between the two). Signs are fixed with :func:`sklearn.utils.extmath.svd_flip` so
+that a run is reproducible.
+
+Depth: the first LSI component of scATAC data tracks sequencing depth (the number of
+accessible regions per cell) rather than cell identity; Signac and ArchR drop it.
+``drop_first=True`` does that; ``depth_corr_cutoff`` instead (or in addition) drops every
+component whose absolute Pearson correlation with log depth exceeds the cutoff. Depth is
+``log(number of non-zero regions per cell)``, identical before and after TF-IDF because
+TF-IDF keeps the sparsity pattern.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import scipy.sparse as sp
+from anndata import AnnData
+from scipy.sparse.linalg import svds
+from sklearn.utils.extmath import svd_flip
+
+from atacformer.preprocessing._tfidf import tfidf_matrix
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["lsi"]
+
+
+def _log_depth(m: sp.csr_matrix) -> np.ndarray:
+    """log(number of non-zero entries per row); rows without any give log(1) = 0."""
+    nnz = np.diff(m.indptr) if sp.issparse(m) else np.count_nonzero(m, axis=1)
+    return np.log(np.maximum(nnz, 1).astype(np.float64))
+
+
+def _abs_corr(z: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Absolute Pearson correlation of each column of ``z`` with ``v`` (0 for constants)."""
+    zc = z - z.mean(axis=0)
+    vc = v - v.mean()
+    denom = np.sqrt((zc**2).sum(axis=0) * (vc**2).sum())
+    num = np.abs(vc @ zc)
+    return np.divide(num, denom, out=np.zeros_like(num), where=denom > 0)
+
+
+def _truncated_svd(m: sp.csr_matrix, k: int, seed: int):
+    """Top-``k`` singular triplets, largest first, signs fixed."""
+    u, s, vt = svds(m.astype(np.float64), k=k, random_state=seed)
+    order = np.argsort(s)[::-1]
+    u, s, vt = u[:, order], s[order], vt[order]
+    u, vt = svd_flip(u, vt, u_based_decision=False)
+    return u, s, vt
+
+
+def lsi(
+    adata: AnnData,
+    n_components: int = 30,
+    *,
+    drop_first: bool = True,
+    depth_corr_cutoff: float | None = None,
+    layer: str | None = None,
+    tfidf: bool = True,
+    binarize: bool = True,
+    log_idf: bool = False,
+    scale_factor: float = 1e4,
+    l2_normalize: bool = True,
+    seed: int = 0,
+    key_added: str = "X_lsi",
+    copy: bool = False,
+) -> AnnData | None:
+    """Latent semantic indexing of a cells x regions matrix.
+
+    TF-IDF (:func:`atacformer.preprocessing.tfidf_matrix`, Signac form by default), then a
+    truncated SVD with ``n_components`` components; cell coordinates are ``U * S``. The
+    depth-driven components are then dropped (module notes), so with the defaults
+    ``n_components - 1`` columns remain, like Signac's ``dims = 2:30``.
+
+    Parameters
+    ----------
+    adata
+        Counts in ``X`` (or ``layers[layer]``); with ``tfidf=False`` the matrix is used
+        as it is (e.g. after :func:`atacformer.preprocessing.tfidf`).
+    n_components
+        Number of SVD components computed (before dropping); must be below
+        ``min(n_obs, n_vars)``.
+    drop_first
+        Drop the first component (the depth component of scATAC LSI).
+    depth_corr_cutoff
+        Also drop each component whose ``|corr|`` with log depth is above this value
+        (e.g. 0.9); ``None`` skips the test. Use ``drop_first=False`` to drop by
+        correlation only.
+    layer
+        Read the matrix from this layer instead of ``X``.
+    tfidf
+        Apply TF-IDF first (with ``binarize``, ``log_idf``, ``scale_factor``).
+    binarize, log_idf, scale_factor
+        TF-IDF options, see :func:`atacformer.preprocessing.tfidf_matrix`.
+    l2_normalize
+        Scale each cell's coordinates to unit length after dropping (as SnapATAC2 does for
+        its spectral embedding): Euclidean distances then order cells like cosine distances,
+        which k-means and kNN graphs profit from. On the two real test sets this raised
+        LSI + k-means ARI from 0.63 to 0.70 (Schep 600) and from 0.16 to 0.45 (BM0828).
+    seed
+        Seed of the ARPACK start vector.
+    key_added
+        ``obsm[key_added]``: cell coordinates; ``varm[key_added]``: region loadings of the
+        kept components; ``uns[key_added]``: parameters, all singular values, the depth
+        correlation of every component and the indices kept.
+    copy
+        Work on a copy and return it.
+
+    Returns
+    -------
+    AnnData or None
+        The copy when ``copy=True``.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np, scipy.sparse as sp
+    >>> from atacformer import tools as tl
+    >>> x = sp.random(200, 500, density=0.05, format="csr", random_state=0)
+    >>> a = ad.AnnData(x.ceil())
+    >>> tl.lsi(a, n_components=10)
+    >>> a.obsm["X_lsi"].shape
+    (200, 9)
+    """
+    adata = adata.copy() if copy else adata
+    source = adata.layers[layer] if layer is not None else adata.X
+    if tfidf:
+        m, _ = tfidf_matrix(source, binarize=binarize, log_idf=log_idf, scale_factor=scale_factor)
+    else:
+        m = sp.csr_matrix(source, dtype=np.float64)
+    if not 0 < n_components < min(m.shape):
+        raise ValueError(
+            f"lsi: n_components={n_components} must be in [1, {min(m.shape) - 1}] "
+            f"for a {m.shape[0]} x {m.shape[1]} matrix"
+        )
+    u, s, vt = _truncated_svd(m, n_components, seed)
+    z = u * s  # (n_cells, n_components)
+    depth_corr = _abs_corr(z, _log_depth(m))
+    drop = np.zeros(n_components, dtype=bool)
+    drop[0] = drop_first
+    if depth_corr_cutoff is not None:
+        drop |= depth_corr > depth_corr_cutoff
+    kept = np.flatnonzero(~drop)
+    if kept.size == 0:
+        raise ValueError(f"lsi: every component was dropped (|corr with depth| = {depth_corr})")
+    z = z[:, kept]
+    if l2_normalize:
+        norms = np.linalg.norm(z, axis=1, keepdims=True)
+        z = np.divide(z, norms, out=np.zeros_like(z), where=norms > 0)
+    logger.info(
+        "lsi: kept %d of %d components (dropped %s; |corr with log depth| of component 1: %.2f)",
+        kept.size, n_components, np.flatnonzero(drop).tolist(), depth_corr[0],
+    )
+    adata.obsm[key_added] = z.astype(np.float32)
+    adata.varm[key_added] = vt[kept].T.astype(np.float32)
+    adata.uns[key_added] = {
+        "params": {
+            "n_components": n_components, "drop_first": drop_first,
+            "depth_corr_cutoff": depth_corr_cutoff, "layer": layer, "tfidf": tfidf,
+            "binarize": binarize, "log_idf": log_idf, "scale_factor": float(scale_factor),
+            "l2_normalize": l2_normalize, "seed": seed,
+        },
+        "singular_values": s,
+        "depth_corr": depth_corr,
+        "kept_components": kept,
+    }
+    return adata if copy else None

@@ -57,3 +57,29 @@ def test_mouse_peaks_against_hg38_are_refused(data_dir, capsys):
     bed = data_dir / "bulk_peaks_encode_roadmap_hg38/ppr.overlap.bfilt.narrowPeak.gz"
     assert main(["tokenize", str(bed), "--genome", "hg38", "-o", "unused.h5ad"]) == 2
     assert "looks like mm10" in capsys.readouterr().err
+
+
+def test_embed_cli_with_a_saved_model(tmp_path, data_dir):
+    """tokenize with the model's own vocabulary -> embed -> obsm['X_atacformer'] equals the API."""
+    import torch
+
+    from atacformer.models import AtacformerConfig, AtacformerForReplacedTokenDetection, embed_cells
+
+    peaks = data_dir / "fragments_macs3_chr22_100cells/macs3_callpeak_frag_peaks.narrowPeak"
+    frag = data_dir / "fragments_macs3_chr22_100cells/test.fragments.tsv.gz"
+    vocab = Vocabulary.from_bed(peaks, genome="hg38")
+    torch.manual_seed(0)
+    cfg = AtacformerConfig.for_vocab(vocab, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64)
+    model = AtacformerForReplacedTokenDetection(cfg, vocab=vocab)
+    model.save_pretrained(tmp_path / "model")
+    out = tmp_path / "emb.h5ad"
+    assert main(["embed", str(tmp_path / "model"), str(frag), "-o", str(out)]) == 0
+    a = ad.read_h5ad(out)
+    cells = tokenize_fragments(frag, vocab, progress=False)
+    want = embed_cells(model, cells.X)
+    assert a.obsm["X_atacformer"].shape == (100, 32)
+    np.testing.assert_allclose(a.obsm["X_atacformer"], want, rtol=1e-5, atol=1e-6)
+    # the tokenized h5ad it wrote is itself a valid input (already in the model's vocabulary)
+    out2 = tmp_path / "emb2.h5ad"
+    assert main(["embed", str(tmp_path / "model"), str(out), "-o", str(out2)]) == 0
+    np.testing.assert_allclose(ad.read_h5ad(out2).obsm["X_atacformer"], want, rtol=1e-5, atol=1e-6)

@@ -118,6 +118,58 @@ def _report(name, cells):
     print(f"{name}: " + json.dumps(cells.summary()))
 
 
+def tokenize_for_model(path, vocab, *, genome=None, barcodes=None, min_fragments=0, input_type=None):
+    """Tokenized cells of one input (fragments, peak matrix, tokenized h5ad or corpus) in ``vocab``."""
+    import anndata as ad
+
+    from atacformer.tokenizers import TokenizedCells
+
+    kind = input_kind(path, input_type)
+    if kind == "corpus":
+        from atacformer.data import Corpus
+
+        c = Corpus.open(path)
+        vocab.check_same(c.vocab, what=f"corpus {path}")
+        X = c.get_rows(range(len(c)))
+        return TokenizedCells(X=X, barcodes=c.obs.index.to_numpy(), vocab=vocab, obs=c.obs.copy())
+    if kind == "matrix" and str(path).endswith(".h5ad"):
+        a = ad.read_h5ad(path, backed="r")
+        info = a.uns.get("atacformer_vocab") if hasattr(a, "uns") else None
+        if info is not None and info.get("hash") == vocab.region_hash():  # already tokenized in this vocabulary
+            a = ad.read_h5ad(path)
+            return TokenizedCells(X=a.X.tocsr(), barcodes=a.obs_names.to_numpy(), vocab=vocab, obs=a.obs.copy())
+    [(_, cells)] = list(tokenize_inputs([path], vocab, genome=genome, barcodes=barcodes,
+                                        min_fragments=min_fragments, input_type=input_type))
+    return cells
+
+
+def cmd_embed(args) -> int:
+    from atacformer.models import embed_cells, load_model
+
+    model = load_model(args.model)
+    vocab = getattr(model, "vocab", None)
+    if vocab is None:
+        raise SystemExit(f"error: {args.model}: the model folder has no vocabulary (universe.bed.gz)")
+    cells = tokenize_for_model(args.input, vocab, genome=args.genome, barcodes=args.barcodes,
+                               min_fragments=args.min_fragments, input_type=args.input_type)
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else None)
+    emb = embed_cells(model, cells.X, batch_size=args.batch_size, device=device, progress=True)
+    adata = cells.to_anndata()
+    adata.obsm["X_atacformer"] = emb
+    out = os.fspath(args.output)
+    tmp = out + ".tmp.h5ad"
+    try:
+        adata.write_h5ad(tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    print(f"wrote {out}: {adata.n_obs} cells x {emb.shape[1]}-d embeddings in obsm['X_atacformer']")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from atacformer.pipeline import run_main_job
 
@@ -150,6 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--input-type", choices=["fragments", "matrix", "bed"], help="override input type detection")
     t.add_argument("-o", "--output", required=True, help="OUT.h5ad or a corpus directory")
     t.set_defaults(func=cmd_tokenize)
+
+    e = sub.add_parser("embed", help="cell embeddings from a model folder (ours or geniml's) -> obsm['X_atacformer']",
+                       description="Tokenize INPUT with the model's own vocabulary and embed every cell.")
+    e.add_argument("model", metavar="MODEL_DIR", help="model folder or Hugging Face Hub id")
+    e.add_argument("input", metavar="INPUT", help="fragments file, .h5ad peak matrix, or a corpus directory")
+    e.add_argument("-o", "--output", required=True, help="OUT.h5ad")
+    e.add_argument("--genome", default=None, help="genome to check coordinates against (default: the model's)")
+    e.add_argument("--barcodes", help="barcode whitelist (fragments inputs)")
+    e.add_argument("--min-fragments", type=int, default=0)
+    e.add_argument("--input-type", choices=["fragments", "matrix", "bed", "corpus"])
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when available)")
+    e.set_defaults(func=cmd_embed)
 
     d = sub.add_parser("demo", help="the main job on real data (../shared/data) or, without it, synthetic data",
                        description="Real fragments and a real labelled peak matrix -> tokens -> report.")

@@ -14,6 +14,7 @@ import torch
 
 geniml_af = pytest.importorskip("geniml.atacformer", reason="geniml (with transformers < 5) is not installed")
 
+from atacformer.errors import VocabularyMismatchError  # noqa: E402
 from atacformer.models import (  # noqa: E402
     AtacformerForReplacedTokenDetection, AtacformerModel, as_token_lists, embed_cells, load_model,
 )
@@ -91,3 +92,14 @@ def test_geniml_rtd_checkpoint_agrees(tmp_path, pbmc, caplog):
     model.save_pretrained(tmp_path / "ours")
     again = load_model(tmp_path / "ours")
     np.testing.assert_array_equal(embed_cells(again, cells), embed_cells(model, cells))
+
+
+def test_geniml_folder_with_another_universe_is_refused(tmp_path, pbmc):
+    vocab, _, _ = pbmc
+    gm = geniml_af.AtacformerModel(_geniml_config(vocab, False))
+    _save_with_universe(gm, vocab, tmp_path / "g")
+    with gzip.open(tmp_path / "g" / "universe.bed.gz", "wt") as f:  # one region short
+        for c, s, e in zip(vocab.chroms[:-1], vocab.starts[:-1], vocab.ends[:-1]):
+            f.write(f"{c}\t{s}\t{e}\n")
+    with pytest.raises(VocabularyMismatchError, match="vocab_size 1,007"):
+        load_model(tmp_path / "g")

@@ -224,7 +224,7 @@ def test_load_refuses_mismatched_vocabulary(tmp_path, tiny_vocab):
         MaskedBinForPretraining.from_pretrained(tmp_path / "m")
 
 
-@pytest.mark.parametrize("name", ["default", "cross_attention", "closed_sampling"])
+@pytest.mark.parametrize("name", list(VARIANTS))
 def test_loss_decreases_on_real_cells(schep, name):
     vocab, x, labels = schep
     model = build(vocab, VARIANTS[name], dropout=0.0, max_length=96, num_cell_types=12).train()

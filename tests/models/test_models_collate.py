@@ -61,3 +61,23 @@ def test_sentence_removal_and_subsampling_states():
     # no <eos> in the sentence (cross-attention decoder)
     s = build_sentence(bins, groups, 4, 299, None, mask_ratio=0.0, max_length=1000, rng=rng)
     assert s.tokens[0] == 299 and s.tokens[1:].tolist() == bins.tolist() and s.eos_positions is None
+
+
+def test_collator_streams_reproducible_and_distinct_per_worker(tiny_vocab, random_cells, monkeypatch):
+    import types
+
+    import torch
+
+    from atacformer.models import AtacformerConfig, ReplacedTokenCollator
+
+    cfg = AtacformerConfig.for_vocab(tiny_vocab, hidden_size=32, num_layers=1, num_heads=4,
+                                     intermediate_size=64)
+    a = ReplacedTokenCollator(cfg, seed=3)(random_cells)["input_ids"]
+    b = ReplacedTokenCollator(cfg, seed=3)(random_cells)["input_ids"]
+    assert torch.equal(a, b)
+    streams = []
+    for worker_seed in (11, 12):
+        monkeypatch.setattr(torch.utils.data, "get_worker_info",
+                            lambda s=worker_seed: types.SimpleNamespace(id=s - 11, seed=s))
+        streams.append(ReplacedTokenCollator(cfg, seed=3)(random_cells)["input_ids"])
+    assert not torch.equal(streams[0], streams[1]) and not torch.equal(streams[0], a)

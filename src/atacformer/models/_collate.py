@@ -8,6 +8,7 @@ subsampled (without replacement, genomic order kept), as in the published Atacfo
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -90,3 +91,46 @@ def pad_token_lists(token_lists: Sequence[np.ndarray], pad_token_id: int,
         ids[i, : len(t)] = t
     mask = np.arange(n)[None, :] < lengths[:, None]
     return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+class CollatorRandom:
+    """The random generators of a collator (numpy for sampling, torch for corruption).
+
+    With a ``seed``, streams are reproducible; inside a ``DataLoader`` worker they are
+    re-derived from ``(seed, the worker's torch seed)``, so workers (and epochs, whose
+    workers get new torch seeds) do not repeat each other's masks.
+    """
+
+    def __init__(self, seed: int | None = None):
+        self.seed = seed
+        self._pid: int | None = None
+        self._np: np.random.Generator | None = None
+        self._torch: torch.Generator | None = None
+
+    def _refresh(self) -> None:
+        if self._pid == os.getpid():
+            return
+        info = torch.utils.data.get_worker_info()
+        entropy = [] if self.seed is None else [int(self.seed)]
+        if info is not None:
+            entropy.append(int(info.seed) % 2**63)
+        ss = np.random.SeedSequence(entropy or None)  # None: fresh OS entropy
+        self._np = np.random.default_rng(ss)
+        self._torch = torch.Generator()
+        self._torch.manual_seed(int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1)))
+        self._pid = os.getpid()
+
+    @property
+    def numpy(self) -> np.random.Generator:
+        self._refresh()
+        return self._np
+
+    @numpy.setter
+    def numpy(self, rng: np.random.Generator) -> None:
+        self._refresh()
+        self._np = rng
+
+    @property
+    def torch(self) -> torch.Generator:
+        self._refresh()
+        return self._torch

@@ -84,10 +84,15 @@ def resolve_model_dir(path_or_repo_id, *, revision: str | None = None, cache_dir
         raise FileNotFoundError(f"{s}: no such model folder, and not a Hub repository id")
     from huggingface_hub import snapshot_download
 
-    local = snapshot_download(
-        s, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
-        token=token, allow_patterns=["*.json", "*.safetensors", "universe.bed*", TORCH_WEIGHTS_NAME],
-    )
+    try:
+        local = snapshot_download(
+            s, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+            token=token,
+            allow_patterns=["*.json", "*.safetensors", "universe.bed*", TORCH_WEIGHTS_NAME],
+        )
+    except Exception as e:  # offline, unknown repository, no access: say which and why
+        raise FileNotFoundError(f"{s}: no such local folder, and the Hugging Face Hub repository "
+                                f"could not be fetched ({type(e).__name__}: {e})") from e
     return Path(local)
 
 

@@ -148,12 +148,9 @@ def tfidf(
     else:
         adata.layers[key_added] = out
     adata.var["idf"] = idf
-    adata.uns["tfidf"] = {
-        "binarize": binarize,
-        "log_idf": log_idf,
-        "scale_factor": float(scale_factor),
-        "layer": layer,
-        "key_added": key_added,
-    }
+    params = {"binarize": binarize, "log_idf": log_idf, "scale_factor": float(scale_factor),
+              "layer": layer, "key_added": key_added}
+    # h5ad cannot store None: unset options are left out.
+    adata.uns["tfidf"] = {k: v for k, v in params.items() if v is not None}
     logger.info("tfidf: %d cells x %d regions", adata.n_obs, adata.n_vars)
     return adata if copy else None

@@ -1,1 +1,23 @@
-"""tools."""
+"""Tools (``tl``): embeddings, graphs, clustering, label transfer and projection.
+
+Every function takes an AnnData first and writes into named slots (``obsm``, ``obs``,
+``uns``) in the scanpy manner. The model-based ``embed`` lives in ``tools/_embed.py``.
+"""
+
+from atacformer.tools._cluster import cluster
+from atacformer.tools._lsi import lsi
+from atacformer.tools._neighbors import neighbors, umap
+from atacformer.tools._scembed import ScEmbedModel, scembed, scembed_project
+from atacformer.tools._transfer import project_umap, transfer_labels
+
+__all__ = [
+    "ScEmbedModel",
+    "cluster",
+    "lsi",
+    "neighbors",
+    "project_umap",
+    "scembed",
+    "scembed_project",
+    "transfer_labels",
+    "umap",
+]

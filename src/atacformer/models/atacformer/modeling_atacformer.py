@@ -22,7 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from atacformer.errors import VocabularyMismatchError
-from atacformer.models._collate import as_token_lists, check_token_range, pad_token_lists
+from atacformer.models._collate import (
+    CollatorRandom, as_token_lists, check_token_range, pad_token_lists,
+)
 from atacformer.models._layers import Encoder, init_weights, mean_pool
 from atacformer.models._pretrained import PretrainedMixin
 from atacformer.models.atacformer.configuration_atacformer import AtacformerConfig
@@ -276,7 +278,8 @@ class ReplacedTokenCollator:
     replace_prob, max_length
         Override the config's values.
     seed
-        Seed of the collator's own generators (subsampling and corruption).
+        Seed of the collator's own generators (subsampling and corruption); in
+        ``DataLoader`` workers the streams also depend on the worker's seed.
     """
 
     def __init__(self, config: AtacformerConfig, replace_prob: float | None = None,
@@ -284,15 +287,13 @@ class ReplacedTokenCollator:
         self.config = config
         self.replace_prob = config.replace_prob if replace_prob is None else replace_prob
         self.max_length = max_length or config.max_length
-        self.rng = np.random.default_rng(seed)
-        self.generator = torch.Generator()
-        self.generator.manual_seed(int(self.rng.integers(2**62)))
+        self.random = CollatorRandom(seed)
 
     def __call__(self, cells) -> dict[str, torch.Tensor]:
         token_lists = as_token_lists(cells)
         check_token_range(token_lists, self.config.vocab_size)
         input_ids, attention_mask = pad_token_lists(token_lists, self.config.pad_token_id,
-                                                    self.max_length, self.rng)
+                                                    self.max_length, self.random.numpy)
         corrupted, labels = replace_tokens(input_ids, attention_mask, self.replace_prob,
-                                           self.config.n_regions, self.generator)
+                                           self.config.n_regions, self.random.torch)
         return {"input_ids": corrupted, "attention_mask": attention_mask, "labels": labels}

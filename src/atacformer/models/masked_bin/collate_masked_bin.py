@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from atacformer.models._collate import as_token_lists, check_token_range
+from atacformer.models._collate import CollatorRandom, as_token_lists, check_token_range
 from atacformer.models.masked_bin.configuration_masked_bin import MaskedBinConfig
 
 NOT_IN_CELL, IN_SENTENCE, REMOVED = 0, 1, 2
@@ -108,7 +108,8 @@ class MaskedBinCollator:
     mask_ratio, max_length
         Override the config's values (``mask_ratio=0`` for inference).
     seed
-        Seed of the collator's random generator.
+        Seed of the collator's random generator (in ``DataLoader`` workers the stream also
+        depends on the worker's seed).
 
     A batch item is a cell's token ids, or a dict with ``"input_ids"`` and optionally
     ``"organ"`` / ``"cell_type"`` integer labels (-100 = unknown). The batch has
@@ -127,13 +128,13 @@ class MaskedBinCollator:
         self.mask_ratio = config.mask_ratio if mask_ratio is None else mask_ratio
         self.max_length = max_length or config.max_length
         self.eos = np.asarray(config.eos_token_ids, dtype=np.int64) if config.eos_in_sentence else None
-        self.rng = np.random.default_rng(seed)
+        self.random = CollatorRandom(seed)
 
     def sentences(self, cells) -> list[Sentence]:
         token_lists = as_token_lists(cells)
         check_token_range(token_lists, self.config.n_bins, what="bin")
         return [build_sentence(t, self.bin_groups, self.config.n_groups, self.config.cls_token_id,
-                               self.eos, self.mask_ratio, self.max_length, self.rng)
+                               self.eos, self.mask_ratio, self.max_length, self.random.numpy)
                 for t in token_lists]
 
     def __call__(self, batch) -> dict[str, torch.Tensor]:

@@ -163,7 +163,9 @@ class _MaskedBinBase(PretrainedMixin):
             override fields.
         bin_classes, class_names
             Region class of every bin and the class names: one ``<eos>`` per class
-            (``group_by="class"``). Default: one ``<eos>`` per chromosome.
+            (``group_by="class"``). Default: one ``<eos>`` per chromosome of ``vocab``
+            (seed 000's 23 human groups: bins of chr1-22 and chrX, e.g.
+            ``Vocabulary.from_bins("hg38", 5000, chroms=[f"chr{i}" for i in range(1, 23)] + ["chrX"])``).
         dna_embeddings
             Optional (n_bins, d_dna) or (V, d_dna) per-bin DNA embedding table.
 
@@ -244,7 +246,7 @@ class _MaskedBinBase(PretrainedMixin):
         arrays or CSR; longer cells are subsampled to ``max_length``."""
         coll = MaskedBinCollator(self.config, self.bin_groups, mask_ratio=0.0, max_length=max_length)
         if rng is not None:
-            coll.rng = rng
+            coll.random.numpy = rng
         batch = collate_sentences(coll.sentences(as_token_lists(cells)), self.config.pad_token_id)
         return {k: batch[k] for k in ("input_ids", "attention_mask", "eos_positions") if k in batch}
 

@@ -9,3 +9,5 @@ PY=${PYTHON:-python3}
 python -m pip install -q --upgrade pip
 python -c "import torch" 2>/dev/null || python -m pip install -q torch==2.13.0
 python -m pip install -q -e ".[test,peers]"
+# geniml (test-only): its Atacformer code needs transformers < 5; its other dependencies are not needed
+python -c "import geniml" 2>/dev/null || { python -m pip install -q "transformers>=4.52.4,<5" && python -m pip install -q --no-deps geniml==0.8.4; }

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import anndata as ad
+import pytest
 import numpy as np
 
 from atacformer.cli import main
@@ -83,3 +84,33 @@ def test_embed_cli_with_a_saved_model(tmp_path, data_dir):
     out2 = tmp_path / "emb2.h5ad"
     assert main(["embed", str(tmp_path / "model"), str(out), "-o", str(out2)]) == 0
     np.testing.assert_allclose(ad.read_h5ad(out2).obsm["X_atacformer"], want, rtol=1e-5, atol=1e-6)
+
+
+def test_embed_cli_with_a_geniml_folder(tmp_path, data_dir):
+    """`atacformer embed` on a geniml checkpoint folder gives geniml's own embeddings."""
+    import gzip
+
+    import torch
+
+    geniml_af = pytest.importorskip("geniml.atacformer", reason="geniml (with transformers < 5) is not installed")
+    h5 = data_dir / "geniml_pbmc_hg38_tiny/pbmc_hg38.h5ad"
+    a = ad.read_h5ad(h5)
+    vocab = Vocabulary(a.var["chr"].to_numpy(), a.var["start"].to_numpy(), a.var["end"].to_numpy())
+    n = vocab.n_regions
+    cfg = geniml_af.AtacformerConfig(vocab_size=n + 7, pad_token_id=n + 1, cls_token_id=n + 3, eos_token_id=n + 4,
+                                     bos_token_id=n + 5, sep_token_id=n + 6, hidden_size=32, intermediate_size=64,
+                                     num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=128,
+                                     use_pos_embeddings=False)
+    torch.manual_seed(0)
+    gm = geniml_af.AtacformerForReplacedTokenDetection(cfg).eval()
+    gm.save_pretrained(tmp_path / "g")
+    with gzip.open(tmp_path / "g" / "universe.bed.gz", "wt") as f:
+        for c, s, e in zip(vocab.chroms, vocab.starts, vocab.ends):
+            f.write(f"{c}\t{s}\t{e}\n")
+    out = tmp_path / "emb.h5ad"
+    assert main(["embed", str(tmp_path / "g"), str(h5), "-o", str(out)]) == 0
+    got = ad.read_h5ad(out).obsm["X_atacformer"]
+    # geniml's path: the cell's non-zero peaks are its tokens (the universe is the peak set)
+    cells = [np.sort(a.X[i].indices).tolist() for i in range(a.n_obs)]
+    want = gm.encode_tokenized_cells(cells).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)

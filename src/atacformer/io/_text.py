@@ -71,6 +71,54 @@ def iter_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES, threads: int = 1):
         f.close()
 
 
+def prefetch(iterable, depth: int = 2):
+    """Iterate ``iterable`` in a background thread, at most ``depth`` items ahead.
+
+    Used to parse block k+1 (compiled code, GIL released) while the caller processes block
+    k; memory stays bounded by ``depth`` blocks. Exceptions are re-raised in the caller, and
+    abandoning the generator stops the thread.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work():
+        try:
+            for item in iterable:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as e:  # handed to the consumer
+            q.put((done, e))
+
+    t = threading.Thread(target=work, name="atacformer-prefetch", daemon=True)
+    t.start()
+    try:
+        while True:
+            item, err = q.get()
+            if item is done:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                t.join(timeout=0.05)
+
+
 def skip_header(block: bytes, first_line: int, prefixes=(b"#",)) -> tuple[bytes, int]:
     """Drop leading comment/header lines (``#``, and ``track``/``browser`` for BED)."""
     pos = 0

@@ -68,7 +68,7 @@ def homogeneity(labels, clusters) -> float:
 
     Examples
     --------
-    >>> homogeneity(["a", "a", "b", "b"], [0, 1, 2, 3])
+    >>> round(homogeneity(["a", "a", "b", "b"], [0, 1, 2, 3]), 6)
     1.0
     """
     return float(skm.homogeneity_score(*_pair(labels, clusters)))

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from atacformer._core.overlap import bin_span_pairs
 from atacformer.errors import GenomeMismatchError, InputFormatError
 from atacformer.genome import get_genome
+from atacformer.io._text import prefetch
 from atacformer.io.fragments import FragmentBlock, FragmentReader
 from atacformer.tokenizers._cells import TokenizedCells, csr_from_pairs
 from atacformer.vocab import Vocabulary
@@ -205,7 +206,7 @@ def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, m
     n_frag = np.zeros(0, dtype=np.int64)
     bar = tqdm(desc=f"tokenizing {os.path.basename(p)}", unit=" fragments", unit_scale=True, disable=progress is False
                if progress is not None else None, leave=False)
-    for fb in reader:
+    for fb in prefetch(reader):
         usable = m.check_genome(fb)
         cell = m.cells(fb)
         n_cells_now = m.n_cells

@@ -79,7 +79,7 @@ def transfer_labels(
     --------
     >>> import anndata as ad, numpy as np, pandas as pd
     >>> from atacformer import tools as tl
-    >>> ref = ad.AnnData(np.zeros((4, 1)), obs=pd.DataFrame({"t": list("aabb")}))
+    >>> ref = ad.AnnData(np.zeros((4, 1)), obs=pd.DataFrame({"t": list("aabb")}, index=list("wxyz")))
     >>> ref.obsm["X_e"] = np.array([[0.0], [0.1], [5.0], [5.1]])
     >>> q = ad.AnnData(np.zeros((2, 1)))
     >>> q.obsm["X_e"] = np.array([[0.05], [4.9]])

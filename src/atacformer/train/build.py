@@ -1,0 +1,126 @@
+"""A :class:`TrainConfig` and a corpus -> the model to pretrain (and what it needs besides).
+
+Besides the vocabulary, the masked-bin model may need: a region class per bin (``<eos>``
+per region class, :mod:`atacformer.train.annotate`), a DNA embedding table, and integer
+labels for its supervised heads (cell type, organ) from the corpus ``obs``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from atacformer.models import AtacformerConfig, AtacformerForReplacedTokenDetection, MaskedBinForPretraining
+from atacformer.train.config import TrainConfig
+from atacformer.vocab import Vocabulary
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelInputs:
+    """What a model is built from, besides its config.
+
+    Attributes
+    ----------
+    vocab
+        The corpus vocabulary (regions + special tokens).
+    bin_classes, class_names
+        Region class of every bin and the class names (``group_by="class"``), else None.
+    dna
+        (n_bins, d_dna) float32 DNA embedding table, or None.
+    labels
+        ``{"cell_type": codes, "organ": codes}`` over all corpus cells (-100 = unknown).
+    n_classes
+        Number of classes of each label.
+    """
+
+    vocab: Vocabulary
+    bin_classes: np.ndarray | None = None
+    class_names: list[str] | None = None
+    dna: np.ndarray | None = None
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    n_classes: dict[str, int] = field(default_factory=dict)
+
+
+def load_dna_table(path, n_bins: int) -> np.ndarray:
+    """A per-bin DNA embedding table from ``.npy`` (or the first array of an ``.npz``)."""
+    arr = np.load(path)
+    if hasattr(arr, "files"):
+        arr = arr[arr.files[0]]
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[0] < n_bins:
+        raise ValueError(f"{path}: DNA embedding table has shape {arr.shape}; expected ({n_bins}, d), "
+                         "one row per vocabulary region in token-id order")
+    return arr[:n_bins]
+
+
+def model_inputs(cfg: TrainConfig, corpus) -> ModelInputs:
+    """Gather the vocabulary, region classes, DNA table and labels a run's model needs."""
+    mi = ModelInputs(vocab=corpus.vocab)
+    if cfg.model != "masked-bin":
+        return mi
+    if cfg.group_by == "class":
+        from atacformer.train.annotate import annotate_regions
+
+        mi.bin_classes, mi.class_names = annotate_regions(corpus.vocab, tss=cfg.tss, genes=cfg.genes)
+        counts = np.bincount(mi.bin_classes, minlength=len(mi.class_names))
+        logger.info("region classes: %s", dict(zip(mi.class_names, counts.tolist())))
+    if cfg.dna_embeddings:
+        mi.dna = load_dna_table(cfg.dna_embeddings, corpus.vocab.n_regions)
+    if cfg.supervised:
+        for name, key in (("cell_type", cfg.label_key), ("organ", cfg.organ_key)):
+            found = corpus.obs_codes(key)
+            if found is not None:
+                mi.labels[name], names = found
+                mi.n_classes[name] = len(names)
+                logger.info("supervised %s head on obs[%r]: %d classes", name, key, len(names))
+        if not mi.labels:
+            raise ValueError(f"supervised=True but no corpus has obs[{cfg.label_key!r}] or "
+                             f"obs[{cfg.organ_key!r}] labels")
+    return mi
+
+
+def build_model(cfg: TrainConfig, mi: ModelInputs, seed: int | None = None):
+    """A freshly initialised pretraining model (on CPU, in fp32).
+
+    Parameters
+    ----------
+    cfg
+        A resolved :class:`TrainConfig`.
+    mi
+        From :func:`model_inputs`.
+    seed
+        Seeds the initialisation (every rank builds the same weights).
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    kw = cfg.model_kwargs()
+    if cfg.model == "atacformer":
+        return AtacformerForReplacedTokenDetection(AtacformerConfig.for_vocab(mi.vocab, **kw), vocab=mi.vocab)
+    kw.setdefault("num_cell_types", mi.n_classes.get("cell_type", 0))
+    kw.setdefault("num_organs", mi.n_classes.get("organ", 0))
+    return MaskedBinForPretraining.from_vocab(mi.vocab, bin_classes=mi.bin_classes, class_names=mi.class_names,
+                                              dna_embeddings=mi.dna, **kw)
+
+
+def describe(model) -> str:
+    """One line: class, parameter count, main sizes."""
+    n = sum(p.numel() for p in model.parameters())
+    c = model.config
+    return (f"{type(model).__name__}: {n / 1e6:.2f}M parameters, d={c.hidden_size}, "
+            f"{c.num_layers} layers, context {c.max_length}")
+
+
+def save_json(path: Path, obj) -> None:
+    """Write JSON atomically."""
+    import json
+    import os
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,164 @@
+"""Cells -> one pretraining micro-batch, with every random choice drawn from a given generator.
+
+The models' own collators (:class:`~atacformer.models.ReplacedTokenCollator`,
+:class:`~atacformer.models.MaskedBinCollator`) re-seed themselves per data-loader worker,
+which is right for inference but would make a training batch depend on how many workers
+ran it. The builders here use the same model functions (:func:`pad_token_lists`,
+:func:`replace_tokens`, :func:`build_sentence`, :func:`collate_sentences`) with a generator
+derived from the batch's position in the run (seed, epoch, step, part), so a batch is the
+same whichever worker, rank layout or resumed process builds it.
+
+Context handling. A cell longer than the context keeps a ``random`` subset of its tokens
+(seed 001's default) or its ``first`` C tokens in genomic order; tokens then stay in
+``genomic`` order or are ``shuffled`` (masked-bin: within each ``<eos>`` group, since the
+sentence's group structure is the model's input format; without position encodings the
+encoder is permutation-equivariant, so for it the order changes nothing but the batch
+layout).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from atacformer.models import AtacformerConfig, MaskedBinConfig
+from atacformer.models._collate import as_token_lists, pad_token_lists
+from atacformer.models.atacformer.modeling_atacformer import replace_tokens
+from atacformer.models.masked_bin.collate_masked_bin import (
+    REMOVED, Sentence, build_sentence, collate_sentences,
+)
+
+
+def torch_generator(rng: np.random.Generator, device="cpu") -> torch.Generator:
+    """A torch generator seeded from ``rng`` (consumes one draw)."""
+    g = torch.Generator(device=device)
+    g.manual_seed(int(rng.integers(0, 2**63 - 1)))
+    return g
+
+
+def _first_or_random(tokens: np.ndarray, c: int, context: str, rng: np.random.Generator) -> np.ndarray:
+    if len(tokens) <= c:
+        return tokens
+    if context == "first":
+        return tokens[:c]
+    return np.sort(rng.choice(tokens, size=c, replace=False))
+
+
+class ReplacedTokenBatcher:
+    """Micro-batches for :class:`~atacformer.models.AtacformerForReplacedTokenDetection`.
+
+    Parameters
+    ----------
+    config
+        The model's config (``max_length``, ``pad_token_id``, ``n_regions``, ``replace_prob``).
+    context, order
+        See the module docstring.
+
+    Examples
+    --------
+    >>> batch, weight = batcher(X_csr, np.random.default_rng(0))  # doctest: +SKIP
+    """
+
+    def __init__(self, config: AtacformerConfig, context: str = "random", order: str = "genomic"):
+        self.config, self.context, self.order = config, context, order
+
+    def effective_lengths(self, n_tokens: np.ndarray) -> np.ndarray:
+        """Sequence length of cells with ``n_tokens`` tokens (for length bucketing)."""
+        return np.minimum(n_tokens, self.config.max_length)
+
+    def __call__(self, X, rng: np.random.Generator, labels: dict | None = None
+                 ) -> tuple[dict[str, torch.Tensor], int]:
+        """``(batch, weight)``; ``weight`` = the positions the loss averages over."""
+        cells = [_first_or_random(t, self.config.max_length, self.context, rng) for t in as_token_lists(X)]
+        if self.order == "shuffled":
+            cells = [rng.permutation(t) for t in cells]
+        input_ids, attention_mask = pad_token_lists(cells, self.config.pad_token_id)
+        corrupted, targets = replace_tokens(input_ids, attention_mask, self.config.replace_prob,
+                                            self.config.n_regions, torch_generator(rng))
+        weight = int(((targets != -100) & attention_mask).sum())
+        return {"input_ids": corrupted, "attention_mask": attention_mask, "labels": targets}, weight
+
+
+def truncate_sentence(s: Sentence, max_length: int, n_bins: int) -> Sentence:
+    """Keep the first bins of a sentence (in sentence order) so that it fits ``max_length``;
+    the bins left out become state 2 (in the cell, not in the sentence)."""
+    tokens = s.tokens
+    if len(tokens) <= max_length:
+        return s
+    is_bin = tokens < n_bins
+    bin_pos = np.flatnonzero(is_bin)
+    budget = max_length - (len(tokens) - len(bin_pos))
+    if budget < 0:
+        raise ValueError(f"max_length {max_length} cannot hold the sentence's special tokens")
+    drop = bin_pos[budget:]
+    keep = np.ones(len(tokens), dtype=bool)
+    keep[drop] = False
+    new = tokens[keep]
+    eos = None
+    if s.eos_positions is not None:
+        eos = np.flatnonzero(new >= n_bins)[1:]  # specials after <cls> are the <eos_g> tokens
+    states = s.target_states.copy()
+    states[np.isin(s.target_ids, tokens[drop])] = REMOVED
+    return Sentence(new, eos, s.target_ids, states)
+
+
+def shuffle_within_groups(s: Sentence, n_bins: int, rng: np.random.Generator) -> Sentence:
+    """Permute the bins of each group (between consecutive special tokens)."""
+    tokens = s.tokens.copy()
+    pos = np.flatnonzero(tokens < n_bins)
+    segment = np.cumsum(tokens >= n_bins)[pos]
+    order = np.lexsort((rng.random(len(pos)), segment))
+    tokens[pos] = tokens[pos][order]
+    return Sentence(tokens, s.eos_positions, s.target_ids, s.target_states)
+
+
+class MaskedBinBatcher:
+    """Micro-batches for :class:`~atacformer.models.MaskedBinForPretraining`.
+
+    Parameters
+    ----------
+    config
+        The model's :class:`~atacformer.models.MaskedBinConfig`.
+    bin_groups
+        (n_bins,) group of every bin (``model.bin_groups``).
+    context, order
+        See the module docstring.
+    """
+
+    def __init__(self, config: MaskedBinConfig, bin_groups, context: str = "random", order: str = "genomic"):
+        self.config, self.context, self.order = config, context, order
+        self.bin_groups = np.asarray(bin_groups, dtype=np.int64)
+        self.eos = np.asarray(config.eos_token_ids, dtype=np.int64) if config.eos_in_sentence else None
+        self.n_special = 1 + (config.n_groups if config.eos_in_sentence else 0)
+
+    def effective_lengths(self, n_tokens: np.ndarray) -> np.ndarray:
+        kept = n_tokens - np.round(self.config.mask_ratio * n_tokens).astype(np.int64)
+        return np.minimum(kept + self.n_special, self.config.max_length)
+
+    def __call__(self, X, rng: np.random.Generator, labels: dict | None = None
+                 ) -> tuple[dict[str, torch.Tensor], int]:
+        """``(batch, weight)``; ``weight`` = cells (the decoder loss is a mean per cell)."""
+        c = self.config
+        sentences = []
+        for t in as_token_lists(X):
+            if self.context == "random":
+                s = build_sentence(t, self.bin_groups, c.n_groups, c.cls_token_id, self.eos,
+                                   c.mask_ratio, c.max_length, rng)
+            else:
+                s = build_sentence(t, self.bin_groups, c.n_groups, c.cls_token_id, self.eos,
+                                   c.mask_ratio, len(t) + self.n_special, rng)
+                s = truncate_sentence(s, c.max_length, c.n_bins)
+            if self.order == "shuffled":
+                s = shuffle_within_groups(s, c.n_bins, rng)
+            sentences.append(s)
+        batch = collate_sentences(sentences, c.pad_token_id)
+        for name, codes in (labels or {}).items():
+            batch[f"{name}_labels"] = torch.as_tensor(np.asarray(codes, dtype=np.int64))
+        return batch, len(sentences)
+
+
+def make_batcher(model, context: str, order: str):
+    """The batcher for a pretraining model."""
+    if isinstance(model.config, MaskedBinConfig):
+        return MaskedBinBatcher(model.config, model.bin_groups.cpu().numpy(), context, order)
+    return ReplacedTokenBatcher(model.config, context, order)

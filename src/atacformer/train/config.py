@@ -1,0 +1,248 @@
+"""The settings of one pretraining run, and the presets that fill in what is not given.
+
+A :class:`TrainConfig` is everything that defines a run: the model and its switches, the
+data and how it is batched, the optimisation and the systems settings. Fields left ``None``
+take the value of the chosen preset (``debug``, ``small``, ``base``) when the run starts
+(:meth:`TrainConfig.resolved`). A resolved config is written to ``OUT/train_config.json``;
+``--resume`` reads it back and refuses flags that would change the run (see
+:data:`RESUMABLE_FIELDS` for what may change between the pieces of one run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MODELS = ("atacformer", "masked-bin")
+PRESETS = ("debug", "small", "base")
+
+#: Model architecture per preset (fields of AtacformerConfig / MaskedBinConfig). ``base`` is
+#: the published shape: Atacformer's config defaults (d 384, 6 layers, context 8,192) and
+#: seed 000's atacFormer (d 512, 12 layers, k 64, sentences of 6,800).
+MODEL_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "atacformer": {
+        "debug": dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_length=512),
+        "small": dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, max_length=2048),
+        "base": dict(hidden_size=384, num_layers=6, num_heads=8, intermediate_size=1536, max_length=8192),
+    },
+    "masked-bin": {
+        "debug": dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, embedding_dim=16,
+                      decoder_dim=16, decoder_hidden_size=32, max_length=1024),
+        "small": dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, embedding_dim=64,
+                      decoder_dim=64, decoder_hidden_size=128, max_length=2048),
+        "base": dict(hidden_size=512, num_layers=12, num_heads=8, intermediate_size=2048, embedding_dim=64,
+                     decoder_dim=64, decoder_hidden_size=128, max_length=6800),
+    },
+}
+
+#: Optimisation per preset; ``batch_size`` is cells per optimizer step over all ranks.
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "debug": dict(batch_size=16, lr=1e-3, warmup_steps=10, max_steps=100, save_every=50),
+    "small": dict(batch_size=64, lr=5e-4, warmup_steps=500, max_steps=20_000, save_every=1000),
+    "base": dict(batch_size=256, lr=3e-4, warmup_steps=2000, max_steps=200_000, save_every=2000),
+}
+
+#: Fields that may differ between the pieces of one resumed run (they do not change the
+#: numbers a step computes).
+RESUMABLE_FIELDS = frozenset({"max_steps", "save_every", "keep_checkpoints", "log_every", "progress",
+                              "tensorboard", "num_workers", "resume", "data", "out", "grad_accum",
+                              "device", "compile", "activation_checkpointing", "parallel"})
+
+_CHOICES = {
+    "model": MODELS, "preset": PRESETS, "context": ("random", "first"), "order": ("genomic", "shuffled"),
+    "batching": ("bucket", "padded"), "precision": ("auto", "bf16", "fp32"), "parallel": ("ddp", "fsdp"),
+    "group_by": ("chromosome", "class"),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a pretraining run (``atacformer pretrain --help`` documents each flag).
+
+    Parameters
+    ----------
+    model
+        ``"atacformer"`` (replaced-token detection, seed 001) or ``"masked-bin"`` (seed 000).
+    data
+        Inputs: corpus folders, fragments files, ``.h5ad`` peak matrices (several allowed).
+    out
+        Output folder (metrics, checkpoints, the exported model).
+    preset
+        ``debug``, ``small`` or ``base``: model size and optimisation defaults.
+    bins, universe, genome
+        Vocabulary for inputs that are not a corpus: fixed bins, a BED universe, the genome.
+        Without both, a corpus's vocabulary or the first ``.h5ad``'s peaks are used.
+    max_length
+        Context (tokens per cell sentence); default: the preset's.
+    model_overrides
+        Other model config fields (``{"dropout": 0.0, "decoder": "cross_attention"}``).
+    mask_ratio
+        Masked-bin: fraction of open bins removed; Atacformer: replacement probability.
+    group_by, tss, genes
+        Masked-bin ``<eos>`` groups: chromosomes, or region classes annotated from a TSS BED
+        and/or a genes BED (:func:`atacformer.train.annotate.annotate_regions`).
+    dna_embeddings
+        ``.npy`` table (n_bins x d_dna) of per-bin DNA embeddings (masked-bin).
+    supervised, label_key, organ_key
+        Masked-bin supervised heads on ``<cls>``, trained on ``obs[label_key]`` (cell type)
+        and ``obs[organ_key]`` when present.
+    context, order
+        Longer cells: a ``random`` subset or the ``first`` C tokens; tokens in ``genomic``
+        or ``shuffled`` order.
+    batching, bucket_window
+        ``bucket``: cells sorted by length within windows of ``bucket_window`` batches, so
+        batches hold cells of similar length (little padding); ``padded``: random batches
+        padded to their longest cell (the baseline).
+    block_size
+        Shuffle blocks of this many consecutive corpus cells (longer contiguous reads).
+    num_workers
+        Data-loader worker processes per rank (they read and collate whole micro-batches).
+    max_steps, batch_size, grad_accum
+        Optimizer steps; cells per step over all ranks; micro-batches per step and rank.
+    lr, min_lr_ratio, warmup_steps, weight_decay, beta1, beta2, eps, max_grad_norm
+        AdamW with linear warmup then cosine decay to ``min_lr_ratio * lr``; gradient
+        clipping by global norm (0 = off).
+    precision
+        ``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``bf16`` or ``fp32``.
+    compile, activation_checkpointing, parallel
+        ``torch.compile`` of each transformer block; recompute blocks in the backward pass;
+        ``ddp`` or ``fsdp`` (FSDP2 ``fully_shard``) under ``torchrun``.
+    device
+        ``cpu``, ``cuda``... (default: the local CUDA device when there is one).
+    save_every, keep_checkpoints, log_every, progress, tensorboard
+        Checkpoint period and how many to keep; metrics period; progress bar; TensorBoard
+        logs (None: when installed).
+    seed, resume
+        Seed of everything random; continue from the last checkpoint in ``out``.
+    """
+
+    model: str = "atacformer"
+    data: list[str] = field(default_factory=list)
+    out: str = "pretrain"
+    preset: str = "debug"
+    bins: int | None = None
+    universe: str | None = None
+    genome: str | None = None
+    max_length: int | None = None
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    mask_ratio: float | None = None
+    group_by: str = "chromosome"
+    tss: str | None = None
+    genes: str | None = None
+    dna_embeddings: str | None = None
+    supervised: bool = False
+    label_key: str = "cell_type"
+    organ_key: str = "organ"
+    context: str = "random"
+    order: str = "genomic"
+    batching: str = "bucket"
+    bucket_window: int = 64
+    block_size: int = 1
+    num_workers: int = 0
+    max_steps: int | None = None
+    batch_size: int | None = None
+    grad_accum: int = 1
+    lr: float | None = None
+    min_lr_ratio: float = 0.1
+    warmup_steps: int | None = None
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-8
+    max_grad_norm: float = 1.0
+    precision: str = "auto"
+    compile: bool = False
+    activation_checkpointing: bool = False
+    parallel: str = "ddp"
+    device: str | None = None
+    save_every: int | None = None
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    progress: bool = True
+    tensorboard: bool | None = None
+    seed: int = 0
+    resume: bool = False
+
+    def __post_init__(self):
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if isinstance(self.data, (str, Path)):
+            self.data = [str(self.data)]
+        self.data = [str(d) for d in self.data]
+        for name in ("grad_accum", "bucket_window", "block_size", "log_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_steps", "batch_size", "save_every", "max_length"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"{name} must be at least 1, got {v}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.mask_ratio is not None and not 0.0 <= self.mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        if self.group_by == "class" and not (self.tss or self.genes):
+            raise ValueError("group_by='class' needs a region annotation: tss= and/or genes= (BED files)")
+        if self.model == "atacformer" and (self.group_by != "chromosome" or self.dna_embeddings
+                                           or self.supervised):
+            raise ValueError("group_by, dna_embeddings and supervised are switches of the masked-bin "
+                             "model (--model masked-bin)")
+
+    # -- presets ------------------------------------------------------------------------
+    def resolved(self) -> "TrainConfig":
+        """A copy with every ``None`` optimisation field taken from the preset."""
+        preset = TRAIN_PRESETS[self.preset]
+        changes = {k: v for k, v in preset.items() if getattr(self, k) is None}
+        out = dataclasses.replace(self, **changes)
+        if out.max_length is None:
+            out.max_length = int(MODEL_PRESETS[self.model][self.preset]["max_length"])
+        return out
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Model config fields: the preset's architecture, then ``max_length``, the mask ratio
+        and ``model_overrides``."""
+        kw = dict(MODEL_PRESETS[self.model][self.preset])
+        if self.max_length is not None:
+            kw["max_length"] = int(self.max_length)
+        if self.mask_ratio is not None:
+            kw["replace_prob" if self.model == "atacformer" else "mask_ratio"] = float(self.mask_ratio)
+        kw.update(self.model_overrides)
+        return kw
+
+    # -- persistence --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}; known: {sorted(names)}")
+        return cls(**d)
+
+    def save(self, path) -> None:
+        """Write as JSON (atomically)."""
+        import os
+
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path) -> "TrainConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def check_resumable(self, saved: "TrainConfig") -> None:
+        """Raise ``ValueError`` naming every field that differs from ``saved`` and would change
+        the run's numbers (see :data:`RESUMABLE_FIELDS`)."""
+        diff = [f"{k}: {getattr(saved, k)!r} -> {getattr(self, k)!r}"
+                for k in (f.name for f in dataclasses.fields(self))
+                if k not in RESUMABLE_FIELDS and getattr(self, k) != getattr(saved, k)]
+        if diff:
+            raise ValueError("--resume with settings that differ from the saved run "
+                             f"(train_config.json): {'; '.join(diff)}. Use the same flags, or a new --out")

@@ -1,0 +1,229 @@
+"""Training inputs -> on-disk corpora and the vocabulary they share.
+
+Pretraining always reads an on-disk :class:`~atacformer.data.Corpus` (memory-mapped, so a
+corpus larger than memory streams). Corpus folders given as inputs are read in place; every
+other input (fragments files, ``.h5ad`` or other peak matrices, BED files) is tokenized once
+into ``OUT/corpus`` (built aside and renamed into place, so an interrupted build is redone,
+never half-used). Several corpora are read as one through :class:`CorpusSet`.
+
+The vocabulary, in order of precedence: ``--universe`` (a BED file), ``--bins`` (fixed
+bins of ``--genome``), the vocabulary of the first corpus input, the peaks of the first
+``.h5ad`` input (so ``atacformer pretrain --data cells.h5ad`` trains on the file's own
+peaks), and otherwise 5 kb bins of ``--genome`` (default hg38).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from atacformer.data import Corpus
+from atacformer.vocab import Vocabulary
+
+logger = logging.getLogger(__name__)
+
+INPUTS_RECORD = "training_inputs.json"
+
+
+class CorpusSet:
+    """Several corpora with one vocabulary, read as one sequence of cells.
+
+    Parameters
+    ----------
+    corpora
+        Opened :class:`~atacformer.data.Corpus` objects (same regions, same order).
+
+    Examples
+    --------
+    >>> cs = CorpusSet([Corpus.open("a"), Corpus.open("b")])  # doctest: +SKIP
+    >>> X = cs.get_rows([0, len(cs) - 1])  # doctest: +SKIP
+    """
+
+    def __init__(self, corpora: list[Corpus]):
+        if not corpora:
+            raise ValueError("no corpus to train on")
+        for c in corpora[1:]:
+            corpora[0].vocab.check_same(c.vocab, what=f"corpus {c.path}")
+        self.corpora = list(corpora)
+        self.offsets = np.cumsum([0] + [len(c) for c in corpora]).astype(np.int64)
+
+    @property
+    def vocab(self) -> Vocabulary:
+        return self.corpora[0].vocab
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def lengths(self) -> np.ndarray:
+        """Tokens per cell (int64), from the shards' row pointers only (no token is read)."""
+        parts = [np.zeros(0, dtype=np.int64)]
+        for c in self.corpora:
+            for s in c.shards:  # the documented layout: shards/NAME/indptr.npy
+                ip = np.load(c.path / "shards" / s.name / "indptr.npy", mmap_mode="r")
+                parts.append(np.diff(np.asarray(ip, dtype=np.int64)))
+        return np.concatenate(parts)
+
+    def get_rows(self, idx) -> sp.csr_matrix:
+        """Cells ``idx`` (global indices, any order) as one CSR matrix."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if len(self.corpora) == 1:
+            return self.corpora[0].get_rows(idx)
+        which = np.searchsorted(self.offsets, idx, side="right") - 1
+        pieces, pos = [], []
+        for k in np.unique(which):
+            sel = np.flatnonzero(which == k)
+            pieces.append(self.corpora[k].get_rows(idx[sel] - self.offsets[k]))
+            pos.append(sel)
+        X = sp.vstack(pieces, format="csr")
+        order = np.empty(len(idx), dtype=np.int64)
+        order[np.concatenate(pos)] = np.arange(len(idx))
+        return X[order]
+
+    def obs_codes(self, key: str) -> tuple[np.ndarray, list[str]] | None:
+        """Integer codes of ``obs[key]`` over all cells (-100 where missing) and the class names
+        (sorted), or None when no corpus has the column."""
+        cols = [c.obs[key] if key in c.obs.columns else pd.Series([None] * len(c), dtype=object)
+                for c in self.corpora]
+        values = pd.concat([s.astype(object).reset_index(drop=True) for s in cols], ignore_index=True)
+        present = values.notna() & (values.astype(str) != "nan")
+        if not present.any():
+            return None
+        names = sorted(values[present].astype(str).unique())
+        lookup = {n: i for i, n in enumerate(names)}
+        codes = np.full(len(values), -100, dtype=np.int64)
+        codes[present.to_numpy()] = [lookup[v] for v in values[present].astype(str)]
+        return codes, names
+
+
+def _kind(path: str) -> str:
+    from atacformer.cli import input_kind
+
+    return input_kind(path)
+
+
+def resolve_vocab(inputs: list[str], bins: int | None = None, universe: str | None = None,
+                  genome: str | None = None) -> Vocabulary:
+    """The training vocabulary (see the module docstring for the precedence)."""
+    if universe:
+        return Vocabulary.from_bed(universe, genome=genome)
+    if bins:
+        return Vocabulary.from_bins(genome or "hg38", bins)
+    kinds = [(p, _kind(p)) for p in inputs]
+    for p, k in kinds:
+        if k == "corpus":
+            return Corpus.open(p).vocab
+    for p, k in kinds:
+        if k == "matrix":
+            return _matrix_vocab(p)
+    logger.warning("no --bins/--universe and no corpus or peak matrix input: using 5000 bp bins of %s",
+                   genome or "hg38")
+    return Vocabulary.from_bins(genome or "hg38", 5000)
+
+
+def _matrix_vocab(path: str) -> Vocabulary:
+    if str(path).endswith(".h5ad"):
+        import anndata as ad
+
+        from atacformer.data import vocab_from_var
+
+        a = ad.read_h5ad(path, backed="r")
+        try:
+            return vocab_from_var(a, source=str(path))
+        finally:
+            a.file.close()
+    from atacformer.io.matrix import read_peak_matrix
+
+    peaks = read_peak_matrix(path).peaks
+    return Vocabulary(peaks["chrom"].to_numpy(), peaks["start"].to_numpy(), peaks["end"].to_numpy())
+
+
+def _record(inputs: list[str], vocab: Vocabulary, genome) -> dict:
+    files = []
+    for p in inputs:
+        st = os.stat(p)
+        files.append({"path": os.path.abspath(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return {"inputs": files, "region_hash": vocab.region_hash(), "genome": genome}
+
+
+def build_corpus(inputs: list[str], vocab: Vocabulary, path, genome: str | None = None) -> Corpus:
+    """Tokenize non-corpus ``inputs`` into a corpus at ``path`` (reused when it was built from
+    the same files with the same vocabulary; rebuilt otherwise).
+
+    An ``.h5ad`` whose columns already are ``vocab``'s regions is streamed in as it is; any
+    other input goes through the tokenizers (``atacformer tokenize``'s code path).
+    """
+    from atacformer.cli import tokenize_inputs
+    from atacformer.data import vocab_from_var
+
+    path = Path(path)
+    record = _record(inputs, vocab, genome)
+    if (path / "manifest.json").exists() and (path / INPUTS_RECORD).exists():
+        if json.loads((path / INPUTS_RECORD).read_text()) == record:
+            logger.info("reusing the tokenized corpus %s", path)
+            return Corpus.open(path)
+        logger.warning("%s was built from other inputs; rebuilding it", path)
+    for stale in path.parent.glob(f".{path.name}.build-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = path.parent / f".{path.name}.build-{uuid.uuid4().hex[:8]}"
+    try:
+        corpus = Corpus.create(tmp, vocab)
+        used: set[str] = set()
+        for p in inputs:
+            name = Path(p).name.split(".")[0] or "data"
+            while name in used:
+                name += "_"
+            used.add(name)
+            if str(p).endswith(".h5ad") and _same_columns(p, vocab, vocab_from_var):
+                corpus.append_anndata(p, dataset=name)
+            else:
+                for _, cells in tokenize_inputs([p], vocab, genome=genome):
+                    corpus.append_tokenized(cells, dataset=name)
+            logger.info("tokenized %s into %s", p, path)
+        (tmp / INPUTS_RECORD).write_text(json.dumps(record, indent=2))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return Corpus.open(path)
+
+
+def _same_columns(path, vocab: Vocabulary, vocab_from_var) -> bool:
+    import anndata as ad
+
+    a = ad.read_h5ad(path, backed="r")
+    try:
+        return vocab_from_var(a, source=str(path)).region_hash() == vocab.region_hash()
+    finally:
+        a.file.close()
+
+
+def prepare_corpora(inputs: list[str], out, bins=None, universe=None, genome=None,
+                    build: bool = True) -> CorpusSet:
+    """The :class:`CorpusSet` a run trains on: corpus inputs in place plus ``OUT/corpus``
+    for the other inputs (built when ``build``; other ranks pass False and open it)."""
+    if not inputs:
+        raise ValueError("no training data: pass --data INPUT (a corpus folder, fragments file or .h5ad)")
+    for p in inputs:
+        if not os.path.exists(p):
+            raise FileNotFoundError(f"{p}: no such training input")
+    vocab = resolve_vocab(inputs, bins, universe, genome)
+    corpora = [Corpus.open(p) for p in inputs if _kind(p) == "corpus"]
+    for c in corpora:
+        vocab.check_same(c.vocab, what=f"corpus {c.path}")
+    others = [p for p in inputs if _kind(p) != "corpus"]
+    if others:
+        target = Path(out) / "corpus"
+        corpora.append(build_corpus(others, vocab, target, genome) if build else Corpus.open(target))
+    cs = CorpusSet(corpora)
+    logger.info("training corpus: %d cells over %d corpora, %r", len(cs), len(corpora), cs.vocab)
+    return cs

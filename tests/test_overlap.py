@@ -59,3 +59,32 @@ def test_expand_ranges(ranges):
     o, v = expand_ranges(lo, hi)
     want = [(i, x) for i in range(len(lo)) for x in range(lo[i], hi[i])]
     assert list(zip(o.tolist(), v.tolist())) == want
+
+
+@settings(max_examples=200, deadline=None)
+@given(queries=intervals, bin_size=st.integers(1, 50), insertion=st.booleans(),
+       drop=st.lists(st.booleans(), min_size=40, max_size=40))
+def test_fused_bin_pairs_matches_numpy_path(queries, bin_size, insertion, drop):
+    from atacformer._core.binning import bin_pairs
+
+    qs = np.array([s for s, _ in queries], dtype=np.int64)
+    qe = np.array([s + n for s, n in queries], dtype=np.int64)
+    n = len(qs)
+    cells = np.where(np.array(drop[:n], dtype=bool), -1, np.arange(n) % 3).astype(np.int64)
+    nb = 400 // bin_size  # bins past the chromosome end give no token
+    rows, toks = np.empty(50 * n + 16, np.int64), np.empty(50 * n + 16, np.int64)
+    n_frag = np.zeros(3, np.int64)
+    k = bin_pairs(np.zeros(n, np.int32), qs, qe, cells, np.array([7]), np.array([nb]), bin_size, insertion,
+                  rows, toks, n_frag)
+    if insertion:
+        keep = qe > qs
+        s = np.concatenate([qs[keep], qe[keep] - 1])
+        owner = np.concatenate([np.flatnonzero(keep)] * 2)
+        q, b = bin_span_pairs(s, s + 1, bin_size)
+        q = owner[q]
+    else:
+        q, b = bin_span_pairs(qs, qe, bin_size)
+    ok = (cells[q] >= 0) & (b < nb)
+    want = sorted(zip(cells[q][ok].tolist(), (b[ok] + 7).tolist()))
+    assert sorted(zip(rows[:k].tolist(), toks[:k].tolist())) == want
+    assert n_frag.tolist() == np.bincount(cells[cells >= 0], minlength=3).tolist()

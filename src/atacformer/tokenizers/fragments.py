@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from atacformer._core.binning import bin_pairs
 from atacformer._core.overlap import bin_span_pairs
 from atacformer.errors import GenomeMismatchError, InputFormatError
 from atacformer.genome import get_genome
@@ -105,6 +106,17 @@ class _BlockMapper:
                        if _norm(f[0]) in sizes and int(f[2]) > sizes[_norm(f[0])] else None,
                        error=GenomeMismatchError)
         return usable
+
+    def bin_pairs(self, fb: FragmentBlock, usable: np.ndarray, cell: np.ndarray, mode: str, n_frag: np.ndarray):
+        """Fused (cell, token) pairs for a bin vocabulary; ``None`` when they do not fit."""
+        off = np.array([self.offsets.get(c, -1) if usable[k] else -1 for k, c in enumerate(fb.chroms)], np.int64)
+        nb = np.array([self.counts.get(c, 0) for c in fb.chroms], np.int64)
+        cap = 2 * len(fb) + 16
+        rows = np.empty(cap, np.int64)
+        toks = np.empty(cap, np.int64)
+        k = bin_pairs(fb.chrom_codes, fb.starts, fb.ends, cell, off, nb, self.vocab.bin_size,
+                      mode == "insertion", rows, toks, n_frag)
+        return None if k < 0 else (rows[:k], toks[:k])
 
     def pairs(self, fb: FragmentBlock, usable: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
         """``(row_in_block, token_id)`` pairs of one block."""
@@ -210,15 +222,17 @@ def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, m
         usable = m.check_genome(fb)
         cell = m.cells(fb)
         n_cells_now = m.n_cells
-        known = cell >= 0
-        counts = np.bincount(cell[known], minlength=n_cells_now)
-        if len(counts) > len(n_frag):
-            n_frag = np.concatenate([n_frag, np.zeros(len(counts) - len(n_frag), np.int64)])
-        n_frag[: len(counts)] += counts
-        r, t = m.pairs(fb, usable, mode)
-        rc = cell[r]
-        ok = rc >= 0
-        blk = csr_from_pairs(rc[ok], t[ok], n_cells_now, vocab.n_regions).tocoo()
+        if len(n_frag) < n_cells_now:
+            n_frag = np.concatenate([n_frag, np.zeros(max(n_cells_now - len(n_frag), len(n_frag)), np.int64)])
+        got = m.bin_pairs(fb, usable, cell, mode, n_frag) if vocab.bin_size is not None else None
+        if got is None:  # any universe, or a fragment spanning many bins
+            known = cell >= 0
+            n_frag[: n_cells_now] += np.bincount(cell[known], minlength=n_cells_now)
+            r, t = m.pairs(fb, usable, mode)
+            rc = cell[r]
+            ok = rc >= 0
+            got = (rc[ok], t[ok])
+        blk = csr_from_pairs(got[0], got[1], n_cells_now, vocab.n_regions).tocoo()
         parts_r.append(blk.row.astype(np.int32))
         parts_c.append(blk.col.astype(np.int32))
         parts_v.append(blk.data.astype(np.int32))
@@ -227,6 +241,7 @@ def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, m
     n_cells = m.n_cells
     if len(n_frag) < n_cells:
         n_frag = np.concatenate([n_frag, np.zeros(n_cells - len(n_frag), np.int64)])
+    n_frag = n_frag[:n_cells]
     X = csr_from_pairs(np.concatenate(parts_r), np.concatenate(parts_c), n_cells, vocab.n_regions,
                        data=np.concatenate(parts_v))
     names = m.barcodes()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import anndata as ad
 import numpy as np
 import pytest
 from sklearn.cluster import AgglomerativeClustering
@@ -36,6 +37,20 @@ def test_leiden_at_fixed_resolution_and_labels(blobs):
     assert list(blobs.obs["ld"].cat.categories) == [str(i) for i in range(len(counts))]
     assert counts.is_monotonic_decreasing or counts.loc["0"] == counts.max()
     assert "neighbors_X_emb" in blobs.uns
+
+
+def test_graph_reused_only_for_same_embedding(blobs):
+    from atacformer.tools import neighbors
+
+    key = neighbors(blobs, "X_emb")
+    conn = blobs.obsp[f"{key}_connectivities"]
+    assert neighbors(blobs, "X_emb") == key
+    assert blobs.obsp[f"{key}_connectivities"] is conn
+    blobs.obsm["X_emb"] = blobs.obsm["X_emb"][::-1].copy()
+    neighbors(blobs, "X_emb")
+    assert blobs.obsp[f"{key}_connectivities"] is not conn
+    neighbors(blobs, "X_emb", n_neighbors=10)
+    assert blobs.uns[key]["params"]["n_neighbors"] == 10
 
 
 def test_unreachable_k_falls_back_with_warning(blobs, caplog):
@@ -73,3 +88,16 @@ def test_copy_leaves_input_untouched(blobs):
     out = tl.cluster(blobs, "X_emb", "kmeans", n_clusters=3, copy=True)
     assert "kmeans_X_emb" in out.obs and "kmeans_X_emb" not in blobs.obs
     assert np.array_equal(out.obsm["X_emb"], blobs.obsm["X_emb"])
+
+
+def test_results_survive_h5ad(blobs, tmp_path):
+    tl.cluster(blobs, "X_emb", "leiden", n_clusters=3, key_added="ld")
+    tl.cluster(blobs, "X_emb", "louvain", resolution=0.5, key_added="lv")
+    tl.cluster(blobs, "X_emb", "kmeans", n_clusters=3, key_added="km")
+    blobs.write_h5ad(tmp_path / "c.h5ad")
+    back = ad.read_h5ad(tmp_path / "c.h5ad")
+    for key in ("ld", "lv", "km"):
+        assert back.obs[key].tolist() == blobs.obs[key].tolist()
+        assert back.uns[key]["n_clusters"] == blobs.uns[key]["n_clusters"]
+    np.testing.assert_array_equal(back.uns["ld"]["search_resolutions"],
+                                  blobs.uns["ld"]["search_resolutions"])

@@ -59,6 +59,16 @@ def test_lsi_matches_dense_svd(counts):
     assert list(a.uns["X_lsi"]["kept_components"]) == list(range(1, 10))
 
 
+def test_randomized_solver_close_to_exact(counts):
+    a = ad.AnnData(sp.csr_matrix(counts))
+    tl.lsi(a, n_components=6, key_added="exact")
+    tl.lsi(a, n_components=6, svd_solver="randomized", key_added="rand")
+    np.testing.assert_allclose(a.uns["rand"]["singular_values"][:3],
+                               a.uns["exact"]["singular_values"][:3], rtol=0.02)
+    with pytest.raises(ValueError, match="svd_solver"):
+        tl.lsi(a, svd_solver="lanczos")
+
+
 def test_lsi_depth_rule_and_normalisation():
     rng = np.random.default_rng(1)
     depth = rng.integers(20, 400, 150)
@@ -70,11 +80,11 @@ def test_lsi_depth_rule_and_normalisation():
     assert dropped == [j for j in range(8) if info["depth_corr"][j] > 0.9]
     log_depth = np.log(np.diff(x.indptr))
     assert info["depth_corr"][0] == pytest.approx(
-        abs(np.corrcoef(log_depth, tl_first_component(x))[0, 1]), abs=1e-4)
+        abs(np.corrcoef(log_depth, _first_component(x))[0, 1]), abs=1e-4)
     np.testing.assert_allclose(np.linalg.norm(a.obsm["X_lsi"], axis=1), 1.0, rtol=1e-5)
 
 
-def tl_first_component(x):
+def _first_component(x):
     dense, _ = pp.tfidf_matrix(x)
     u, s, _ = np.linalg.svd(dense.toarray().astype(np.float64), full_matrices=False)
     return u[:, 0] * s[0]

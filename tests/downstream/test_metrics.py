@@ -60,6 +60,15 @@ def test_f1_perfect_and_relabelled():
     assert M.match_clusters(y, [2, 2, 0, 0, 1, 1]) == {2: "a", 0: "b", 1: "c"}
 
 
+def test_accepts_pandas_categoricals(partitions):
+    import pandas as pd
+
+    y, c = partitions
+    ys, cs = pd.Series(pd.Categorical(y)), pd.Series(pd.Categorical(c))
+    assert M.clustering_scores(ys, cs) == M.clustering_scores(y, c)
+    assert M.match_clusters(ys, cs) == M.match_clusters(y, c)
+
+
 def test_gini_matches_mean_absolute_difference():
     rng = np.random.default_rng(0)
     x = rng.gamma(1.0, size=(20, 9))
@@ -83,7 +92,8 @@ def test_ragi_by_hand():
 
     means = [[x[clusters == k, j].mean() for k in range(3)] for j in range(3)]
     expected = gini_loop(means[0]) - (gini_loop(means[1]) + gini_loop(means[2])) / 2
-    assert M.ragi(x, clusters, ["M", "absent"], ["H1", "H2"], gene_names=names) == pytest.approx(expected)
+    got = M.ragi(x, clusters, ["M", "absent"], ["H1", "H2"], gene_names=names)
+    assert got == pytest.approx(expected)
     assert expected > 0.4
 
 
@@ -180,7 +190,8 @@ def test_against_scib_metrics_when_installed():
     x = rng.normal(size=(300, 8)) + 0.8 * np.eye(8)[batch]
     d, i = NearestNeighbors(n_neighbors=90).fit(x).kneighbors(x)
     ours = M.ilisi(x, batch, scale=False)
-    theirs = sm.ilisi_knn(NeighborsResults(indices=i, distances=d), batch, perplexity=30, scale=False)
+    theirs = sm.ilisi_knn(NeighborsResults(indices=i, distances=d), batch, perplexity=30,
+                          scale=False)
     assert ours == pytest.approx(float(theirs), rel=1e-4)
     d, i = NearestNeighbors(n_neighbors=21).fit(x).kneighbors(x)
     rate = sm.kbet(NeighborsResults(indices=i[:, 1:], distances=d[:, 1:]), batch)[0]

@@ -25,6 +25,8 @@ __all__ = ["ami", "ari", "clustering_scores", "f1", "homogeneity", "match_cluste
 
 def _pair(labels, clusters) -> tuple[np.ndarray, np.ndarray]:
     y, c = np.asarray(labels), np.asarray(clusters)
+    if y.dtype == object or c.dtype == object:  # e.g. pandas categoricals of strings
+        y, c = y.astype(str), c.astype(str)
     if y.shape != c.shape or y.ndim != 1:
         raise ValueError(f"labels {y.shape} and clusters {c.shape} must be 1-D of one length")
     return y, c
@@ -74,6 +76,22 @@ def homogeneity(labels, clusters) -> float:
     return float(skm.homogeneity_score(*_pair(labels, clusters)))
 
 
+def _assignment(labels, clusters):
+    """Label / cluster codes and the one-to-one matching maximising the summed pair F1."""
+    y, c = _pair(labels, clusters)
+    lab, yi = np.unique(y, return_inverse=True)
+    clu, ci = np.unique(c, return_inverse=True)
+    table = np.zeros((lab.size, clu.size))
+    np.add.at(table, (yi, ci), 1.0)
+    pair_f1 = 2 * table / (table.sum(1, keepdims=True) + table.sum(0, keepdims=True))
+    rows, cols = linear_sum_assignment(pair_f1, maximize=True)
+    return lab, yi, clu, ci, rows, cols
+
+
+def _scalar(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
 def match_clusters(labels, clusters) -> dict:
     """One-to-one matching of clusters to labels maximising the summed pair F1.
 
@@ -87,14 +105,8 @@ def match_clusters(labels, clusters) -> dict:
     >>> match_clusters(["a", "a", "b"], [5, 5, 7])
     {5: 'a', 7: 'b'}
     """
-    y, c = _pair(labels, clusters)
-    lab, yi = np.unique(y, return_inverse=True)
-    clu, ci = np.unique(c, return_inverse=True)
-    table = np.zeros((lab.size, clu.size))
-    np.add.at(table, (yi, ci), 1.0)
-    pair_f1 = 2 * table / (table.sum(1, keepdims=True) + table.sum(0, keepdims=True))
-    rows, cols = linear_sum_assignment(pair_f1, maximize=True)
-    return {clu[j].item(): lab[i].item() for i, j in zip(rows, cols)}
+    lab, _, clu, _, rows, cols = _assignment(labels, clusters)
+    return {_scalar(clu[j]): _scalar(lab[i]) for i, j in zip(rows, cols)}
 
 
 def f1(labels, clusters) -> float:
@@ -107,14 +119,12 @@ def f1(labels, clusters) -> float:
     >>> round(f1(["a", "a", "b", "b"], [0, 0, 0, 0]), 3)  # "b" gets no cluster: 0
     0.333
     """
-    y, c = _pair(labels, clusters)
-    mapping = match_clusters(y, c)
-    lab, yi = np.unique(y, return_inverse=True)
-    code = {v.item(): i for i, v in enumerate(lab)}
+    lab, yi, clu, ci, rows, cols = _assignment(labels, clusters)
     # Cells of unmatched clusters get code -1, a class no label has: they only count as misses.
-    pred = np.array([code[mapping[v.item()]] if v.item() in mapping else -1 for v in c])
-    return float(skm.f1_score(yi, pred, labels=np.arange(lab.size), average="macro",
-                              zero_division=0.0))
+    cluster_to_label = np.full(clu.size, -1)
+    cluster_to_label[cols] = rows
+    return float(skm.f1_score(yi, cluster_to_label[ci], labels=np.arange(lab.size),
+                              average="macro", zero_division=0.0))
 
 
 def clustering_scores(labels, clusters) -> dict[str, float]:

@@ -66,14 +66,17 @@ def _draw(ax, fig, adata: AnnData, basis: str, key: str, categories, point_size,
                         cmap="viridis", linewidths=0, rasterized=True)
         fig.colorbar(sc, ax=ax, shrink=0.7)
     else:
-        cats = list(categories) if categories is not None else sorted(values.dropna().unique(), key=str)
+        if categories is None:
+            categories = sorted(values.dropna().unique(), key=str)
+        cats = list(categories)
         colours = dict(zip(cats, _palette(len(cats))))
         vals = values.astype(object).to_numpy()
         point_colours = [colours.get(v, _MISSING) for v in vals[order]]
         ax.scatter(xy[order, 0], xy[order, 1], c=point_colours, s=size, linewidths=0,
                    rasterized=True)
         present = set(vals[pd.notna(vals)])
-        handles = [ax.scatter([], [], color=colours[c], s=30, label=str(c)) for c in cats if c in present]
+        handles = [ax.scatter([], [], color=colours[c], s=30, label=str(c))
+                   for c in cats if c in present]
         ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
                   fontsize="small", ncols=1 if len(handles) <= 14 else 2)
     ax.set_xticks([])

@@ -16,6 +16,7 @@ non-Euclidean metric, or 8,192 with the Euclidean one. ``pynndescent<0.7`` retur
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import numpy as np
@@ -80,11 +81,14 @@ def neighbors(
     """
     _check_rep(adata, use_rep)
     key = f"neighbors_{use_rep}"
-    params = adata.uns.get(key, {}).get("params", {})
+    digest = _fingerprint(adata.obsm[use_rep])
+    previous = adata.uns.get(key, {})
+    params = previous.get("params", {})
     same = (
         params.get("n_neighbors") == n_neighbors
         and params.get("metric") == metric
         and params.get("random_state") == seed
+        and previous.get("rep_fingerprint") == digest
         and f"{key}_connectivities" in adata.obsp
     )
     if same and not recompute:
@@ -94,7 +98,18 @@ def neighbors(
         adata, n_neighbors=n_neighbors, use_rep=use_rep, metric=metric,
         random_state=seed, key_added=key,
     )
+    # A graph is reused only while the embedding it was built on is unchanged.
+    adata.uns[key]["rep_fingerprint"] = digest
     return key
+
+
+def _fingerprint(x) -> str:
+    """Digest of an embedding's values and shape (about 1 s per GB)."""
+    arr = np.ascontiguousarray(np.asarray(x))
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str((arr.shape, arr.dtype.str)).encode())
+    h.update(arr.view(np.uint8).ravel() if arr.size else b"")
+    return h.hexdigest()
 
 
 def umap(

@@ -132,7 +132,8 @@ def _train_word2vec(docs, *, dim, window, epochs, min_count, sg, negative, alpha
 
     rng = np.random.default_rng(seed)
     model = Word2Vec(vector_size=dim, window=window, min_count=min_count, sg=int(sg),
-                     negative=negative, workers=workers, seed=seed, hashfxn=_stable_hash)
+                     negative=negative, alpha=alpha, min_alpha=min_alpha, workers=workers,
+                     seed=seed, hashfxn=_stable_hash)
     model.build_vocab(_epoch_documents(docs, rng))
     rates = alpha * (min_alpha / alpha) ** (np.arange(epochs + 1) / epochs)
     for e in range(epochs):

@@ -8,6 +8,7 @@ changes the reference's embedding.
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -79,7 +80,8 @@ def transfer_labels(
     --------
     >>> import anndata as ad, numpy as np, pandas as pd
     >>> from atacformer import tools as tl
-    >>> ref = ad.AnnData(np.zeros((4, 1)), obs=pd.DataFrame({"t": list("aabb")}, index=list("wxyz")))
+    >>> obs = pd.DataFrame({"t": list("aabb")}, index=list("wxyz"))
+    >>> ref = ad.AnnData(np.zeros((4, 1)), obs=obs)
     >>> ref.obsm["X_e"] = np.array([[0.0], [0.1], [5.0], [5.1]])
     >>> q = ad.AnnData(np.zeros((2, 1)))
     >>> q.obsm["X_e"] = np.array([[0.05], [4.9]])
@@ -159,9 +161,12 @@ def project_umap(
     if x_ref.shape[1] != x_q.shape[1]:
         raise ValueError(f"project_umap: ref has {x_ref.shape[1]} dims, query {x_q.shape[1]}")
     reducer = umap_learn.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, metric=metric,
-                              random_state=seed)
-    ref.obsm[key_added] = reducer.fit_transform(x_ref).astype(np.float32)
-    query.obsm[key_added] = reducer.transform(x_q).astype(np.float32)
+                              random_state=seed, n_jobs=1)
+    with warnings.catch_warnings():
+        # umap-learn warns that a seed forces one thread, which is the point of the seed.
+        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+        ref.obsm[key_added] = reducer.fit_transform(x_ref).astype(np.float32)
+        query.obsm[key_added] = reducer.transform(x_q).astype(np.float32)
     params = {"use_rep": use_rep, "n_neighbors": n_neighbors, "min_dist": min_dist,
               "metric": metric, "seed": seed}
     for a, role in ((ref, "reference"), (query, "query")):

@@ -67,6 +67,19 @@ def _lookup(buf, a, b, slots, key_off, key_len, arena, state):
     return nk
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _uint_field(buf, i, n):
+    """Parse the digits from ``i`` up to a tab; returns (value, index of the tab) or (0, -1)."""
+    d0 = i
+    v = np.int64(0)
+    while i < n and buf[i] >= 48 and buf[i] <= 57:
+        v = v * 10 + (buf[i] - 48)
+        i += 1
+    if i == d0 or i >= n or buf[i] != 9 or i - d0 > 18:
+        return np.int64(0), -1
+    return v, i
+
+
 @njit(nogil=True, cache=True)
 def parse_fragments(buf, pos, row, chrom_out, start_out, end_out, bc_out,
                     c_slots, c_off, c_len, c_arena, c_state,
@@ -94,21 +107,11 @@ def parse_fragments(buf, pos, row, chrom_out, start_out, end_out, bc_out,
             return BAD, line, row
         ca, cb = pos, i
         # fields 2, 3: unsigned decimal integers (at most 18 digits)
-        i += 1
-        d0 = i
-        s = np.int64(0)
-        while i < n and buf[i] >= 48 and buf[i] <= 57:
-            s = s * 10 + (buf[i] - 48)
-            i += 1
-        if i == d0 or i >= n or buf[i] != 9 or i - d0 > 18:
+        s, i = _uint_field(buf, i + 1, n)
+        if i < 0:
             return BAD, line, row
-        i += 1
-        d0 = i
-        e = np.int64(0)
-        while i < n and buf[i] >= 48 and buf[i] <= 57:
-            e = e * 10 + (buf[i] - 48)
-            i += 1
-        if i == d0 or i >= n or buf[i] != 9 or i - d0 > 18:
+        e, i = _uint_field(buf, i + 1, n)
+        if i < 0:
             return BAD, line, row
         # field 4: barcode, ends at tab, '\r' or newline
         i += 1

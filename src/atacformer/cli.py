@@ -179,6 +179,7 @@ def cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from atacformer import __version__
+    from atacformer.train.cli import add_train_commands
 
     p = argparse.ArgumentParser(prog="atacformer", description="Transformer foundation models for chromatin "
                                 "accessibility: tokenize, pretrain, embed, cluster.")
@@ -222,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--bins", type=int, default=5000, help="bin size (default 5000)")
     d.add_argument("--out", default="results", help="output folder (default results/)")
     d.set_defaults(func=cmd_demo)
+    add_train_commands(sub)
     return p
 
 

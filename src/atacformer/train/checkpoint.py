@@ -177,6 +177,8 @@ def export_model(fresh_model, state: dict[str, torch.Tensor], target) -> Path:
     """Load ``state`` into ``fresh_model`` (an unwrapped model of the same config, with its
     vocabulary) and write it as a model folder at ``target``, atomically."""
     target = Path(target)
+    for stale in [*target.parent.glob(f".{target.name}.tmp-*"), *target.parent.glob(f".{target.name}.old-*")]:
+        shutil.rmtree(stale, ignore_errors=True)  # left by an export that was killed
     missing, unexpected = fresh_model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise RuntimeError(f"exported weights do not fit the model: missing {missing[:5]}, "

@@ -21,16 +21,18 @@ PRESETS = ("debug", "small", "base")
 
 #: Model architecture per preset (fields of AtacformerConfig / MaskedBinConfig). ``base`` is
 #: the published shape: Atacformer's config defaults (d 384, 6 layers, context 8,192) and
-#: seed 000's atacFormer (d 512, 12 layers, k 64, sentences of 6,800).
+#: seed 000's atacFormer (d 512, 12 layers, k 64, sentences of 6,800). ``debug`` has no
+#: dropout: on CPU, attention dropout forces SDPA's math kernel and costs 10x the step time.
 MODEL_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "atacformer": {
-        "debug": dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_length=512),
+        "debug": dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_length=512,
+                      dropout=0.0),
         "small": dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, max_length=2048),
         "base": dict(hidden_size=384, num_layers=6, num_heads=8, intermediate_size=1536, max_length=8192),
     },
     "masked-bin": {
         "debug": dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, embedding_dim=16,
-                      decoder_dim=16, decoder_hidden_size=32, max_length=1024),
+                      decoder_dim=16, decoder_hidden_size=32, max_length=1024, dropout=0.0),
         "small": dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, embedding_dim=64,
                       decoder_dim=64, decoder_hidden_size=128, max_length=2048),
         "base": dict(hidden_size=512, num_layers=12, num_heads=8, intermediate_size=2048, embedding_dim=64,

@@ -22,6 +22,7 @@ import contextlib
 import datetime
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -129,6 +130,9 @@ def apply_fsdp(model: nn.Module, info: DistInfo) -> nn.Module:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
+    # the pretraining models return dataclasses holding views (logits, hidden states); the
+    # trainer only reads .loss and never writes into them, so FSDP2's view warning is moot
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
     mesh = init_device_mesh(info.device.type, (info.world_size,))
     for _, _, block in blocks(model):
         fully_shard(block, mesh=mesh)

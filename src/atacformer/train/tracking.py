@@ -18,11 +18,12 @@ logger = logging.getLogger(__name__)
 
 COLUMNS = ("step", "loss", "lr", "tokens_seen", "tokens_per_s", "grad_norm", "padding", "data_wait",
            "epoch", "elapsed_s")
+INT_COLUMNS = ("step", "tokens_seen", "epoch")
 METRICS_FILE = "metrics.csv"
 
 
 def read_metrics(path) -> list[dict[str, float]]:
-    """The complete rows of a ``metrics.csv`` as dicts of floats (``step`` as int)."""
+    """The complete rows of a ``metrics.csv`` as dicts of numbers (:data:`INT_COLUMNS` as int)."""
     path = Path(path)
     if not path.exists():
         return []
@@ -34,7 +35,8 @@ def read_metrics(path) -> list[dict[str, float]]:
                 row = {k: float(r[k]) for k in COLUMNS}
             except (TypeError, ValueError, KeyError):
                 continue  # a torn last line of a killed run
-            row["step"] = int(row["step"])
+            for k in INT_COLUMNS:
+                row[k] = int(row[k])
             rows.append(row)
     return rows
 

@@ -1,0 +1,161 @@
+"""``atacformer pretrain`` and ``atacformer experiment``: the command-line face of
+:mod:`atacformer.train`.
+
+``python -m atacformer pretrain ...`` is the same command, for ``torchrun``::
+
+    torchrun --nproc-per-node 8 -m atacformer pretrain --model masked-bin --data corpus/ \\
+        --out run/ --preset base --parallel fsdp
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    try:
+        value = json.loads(v)
+    except json.JSONDecodeError:
+        value = v  # a bare string such as cross_attention
+    return k.strip(), value
+
+
+def _add_pretrain(sub) -> None:
+    p = sub.add_parser(
+        "pretrain", help="pretrain Atacformer or the masked-bin model (CPU, GPU, torchrun DDP/FSDP)",
+        description="Pretrain a model on tokenized cells. INPUT: a corpus folder, fragments file or .h5ad "
+        "peak matrix (several allowed; non-corpus inputs are tokenized once into OUT/corpus). Without "
+        "--bins/--universe an .h5ad's own peaks are the vocabulary. OUT receives metrics.csv, resumable "
+        "checkpoints/ and the exported model/ folder (for `atacformer embed`). Multi-GPU / multi-node: "
+        "torchrun --nproc-per-node N -m atacformer pretrain ...")
+    a = p.add_argument
+    a("--model", choices=["atacformer", "masked-bin"], default="atacformer",
+      help="atacformer: replaced-token detection (seed 001); masked-bin: atacFormer (seed 000)")
+    a("--data", nargs="+", required=True, metavar="INPUT", help="corpus folders, fragments files, .h5ad")
+    a("--out", required=True, metavar="DIR", help="output folder")
+    a("--preset", choices=["debug", "small", "base"], default="debug", help="model size and defaults")
+    a("--max-steps", type=int, help="optimizer steps (default: the preset's)")
+    a("--save-every", type=int, help="checkpoint every N steps (default: the preset's)")
+    a("--resume", action="store_true", help="continue from the last checkpoint in OUT")
+    a("--seed", type=int, default=0)
+    g = p.add_argument_group("vocabulary (inputs that are not a corpus)")
+    v = g.add_mutually_exclusive_group()
+    v.add_argument("--bins", type=int, help="fixed genome bins of this size (bp)")
+    v.add_argument("--universe", help="BED file of regions to use as the vocabulary")
+    g.add_argument("--genome", help="hg38, hg19, mm10, mm39 or a .chrom.sizes file")
+    g = p.add_argument_group("model")
+    g.add_argument("--max-length", type=int, help="context: tokens per cell sentence")
+    g.add_argument("--mask-ratio", type=float,
+                   help="masked-bin: fraction of open bins removed; atacformer: replacement probability")
+    g.add_argument("--set", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="any model config field, e.g. --set dropout=0 --set decoder=cross_attention")
+    g.add_argument("--group-by", choices=["chromosome", "class"], default="chromosome",
+                   help="masked-bin <eos> per chromosome or per region class (needs --tss/--genes)")
+    g.add_argument("--tss", help="TSS BED for region classes")
+    g.add_argument("--genes", help="genes BED for region classes")
+    g.add_argument("--dna-embeddings", help=".npy per-bin DNA embedding table (masked-bin)")
+    g.add_argument("--supervised", action="store_true", help="masked-bin: cell-type / organ heads on <cls>")
+    g.add_argument("--label-key", default="cell_type", help="obs column of cell types (default cell_type)")
+    g.add_argument("--organ-key", default="organ", help="obs column of organs (default organ)")
+    g = p.add_argument_group("data pipeline")
+    g.add_argument("--context", choices=["random", "first"], default="random",
+                   help="longer cells: random subset (default) or first C tokens")
+    g.add_argument("--order", choices=["genomic", "shuffled"], default="genomic")
+    g.add_argument("--batching", choices=["bucket", "padded"], default="bucket",
+                   help="bucket: length-sorted batches, little padding (default); padded: baseline")
+    g.add_argument("--bucket-window", type=int, default=64, help="batches pooled for length sorting")
+    g.add_argument("--block-size", type=int, default=1, help="shuffle blocks of consecutive cells")
+    g.add_argument("--num-workers", type=int, default=0, help="data-loader processes per rank")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--batch-size", type=int, help="cells per optimizer step over all ranks")
+    g.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step and rank")
+    g.add_argument("--lr", type=float, help="peak learning rate")
+    g.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine floor, fraction of --lr")
+    g.add_argument("--warmup-steps", type=int)
+    g.add_argument("--weight-decay", type=float, default=0.01)
+    g.add_argument("--beta1", type=float, default=0.9)
+    g.add_argument("--beta2", type=float, default=0.98)
+    g.add_argument("--max-grad-norm", type=float, default=1.0, help="0: no clipping")
+    g = p.add_argument_group("systems")
+    g.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    g.add_argument("--compile", action="store_true", help="torch.compile each transformer block")
+    g.add_argument("--activation-checkpointing", action="store_true")
+    g.add_argument("--parallel", choices=["ddp", "fsdp"], default="ddp", help="under torchrun")
+    g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    g.add_argument("--log-every", type=int, default=1)
+    g.add_argument("--keep-checkpoints", type=int, default=2)
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--no-tensorboard", action="store_true")
+    p.set_defaults(func=cmd_pretrain)
+
+
+def config_from_args(args):
+    """A :class:`TrainConfig` from parsed ``pretrain`` arguments."""
+    from atacformer.train.config import TrainConfig
+
+    return TrainConfig(
+        model=args.model, data=args.data, out=args.out, preset=args.preset, bins=args.bins,
+        universe=args.universe, genome=args.genome, max_length=args.max_length,
+        model_overrides=dict(args.set), mask_ratio=args.mask_ratio, group_by=args.group_by, tss=args.tss,
+        genes=args.genes, dna_embeddings=args.dna_embeddings, supervised=args.supervised,
+        label_key=args.label_key, organ_key=args.organ_key, context=args.context, order=args.order,
+        batching=args.batching, bucket_window=args.bucket_window, block_size=args.block_size,
+        num_workers=args.num_workers, max_steps=args.max_steps, batch_size=args.batch_size,
+        grad_accum=args.grad_accum, lr=args.lr, min_lr_ratio=args.min_lr_ratio, warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay, beta1=args.beta1, beta2=args.beta2, max_grad_norm=args.max_grad_norm,
+        precision=args.precision, compile=args.compile, activation_checkpointing=args.activation_checkpointing,
+        parallel=args.parallel, device=args.device, save_every=args.save_every,
+        keep_checkpoints=args.keep_checkpoints, log_every=args.log_every, progress=not args.no_progress,
+        tensorboard=False if args.no_tensorboard else None, seed=args.seed, resume=args.resume)
+
+
+def cmd_pretrain(args) -> int:
+    from atacformer.train.trainer import pretrain
+
+    try:
+        summary = pretrain(config_from_args(args))
+    except ValueError as e:  # settings that do not fit (the message says which and why)
+        logging.getLogger(__name__).debug("pretrain failed", exc_info=True)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _add_experiment(sub) -> None:
+    p = sub.add_parser(
+        "experiment", help="run a plan of pretraining switches and tabulate them side by side",
+        description="Run every run of PLAN.toml (a baseline and one-switch-at-a-time variants, or a grid), "
+        "each as a pretraining run under OUT/runs/NAME, then write OUT/results.csv and OUT/results.md: "
+        "final loss and embedding ARI on the labelled sets. Finished runs are reused when run again. "
+        "See examples/seed000_plan.toml.")
+    p.add_argument("plan", metavar="PLAN.toml")
+    p.add_argument("--out", help="output folder (default: the plan's [experiment] out)")
+    p.add_argument("--max-steps", type=int, help="override every run's max_steps")
+    p.add_argument("--only", nargs="+", metavar="RUN", help="run only these runs (by name)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_experiment)
+
+
+def cmd_experiment(args) -> int:
+    from atacformer.train.experiment import run_experiment
+
+    table = run_experiment(args.plan, out=args.out, max_steps=args.max_steps, only=args.only,
+                           progress=not args.no_progress)
+    print(table)
+    return 0
+
+
+def add_train_commands(sub) -> None:
+    """Register ``pretrain`` and ``experiment`` on the ``atacformer`` subcommand parser."""
+    _add_pretrain(sub)
+    _add_experiment(sub)

@@ -1,0 +1,268 @@
+"""The pretraining loop: one function, :func:`pretrain`, for a laptop CPU or many GPUs.
+
+A step: this rank's ``grad_accum`` micro-batches (built by data-loader workers, see
+:mod:`atacformer.train.batching`) run forward and backward under bf16 autocast on CUDA;
+gradients are synchronised on the last one only; then gradient clipping, AdamW and the
+learning-rate schedule. Loss normalisation is global: micro-batch ``i`` of rank ``r``
+contributes ``loss_i * w_i / W``, where ``w_i`` counts what its loss averages over (tokens
+for Atacformer, cells for the masked-bin model) and ``W`` is the sum of ``w`` over the
+step's micro-batches on all ranks. A step's gradient is then the same however its cells
+are spread over ranks and micro-batches, which is what makes ``torchrun`` runs equal the
+single-process run with the same global batch.
+
+Outputs in ``OUT``: ``train_config.json``, ``metrics.csv`` (and ``tensorboard/``),
+``checkpoints/step-*.pt`` (see :mod:`atacformer.train.checkpoint`), ``model/`` (the
+exported model folder) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from atacformer.train import checkpoint as ckpt
+from atacformer.train.batching import MicroBatches, make_loader, part_rng, plan_epoch
+from atacformer.train.build import build_model, describe, model_inputs, save_json
+from atacformer.train.collate import make_batcher, torch_generator
+from atacformer.train.config import RESUMABLE_FIELDS, TrainConfig
+from atacformer.train.data import prepare_corpora
+from atacformer.train.optim import build_optimizer, build_scheduler
+from atacformer.train.parallelize import (
+    all_reduce_sum, barrier, clip_grad_norm, gather_objects, grad_sync, init_distributed, parallelize,
+    shutdown,
+)
+from atacformer.train.tracking import METRICS_FILE, MetricsLogger, read_metrics
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "train_config.json"
+
+
+def pretrain(cfg: TrainConfig) -> dict:
+    """Run (or resume) pretraining as configured; returns the run summary.
+
+    Launch several processes with ``torchrun --nproc-per-node N -m atacformer pretrain ...``
+    (or call this function in each): DDP by default, FSDP2 with ``parallel="fsdp"``.
+
+    Examples
+    --------
+    >>> summary = pretrain(TrainConfig(model="masked-bin", data=["cells.h5ad"], out="run",
+    ...                                preset="debug", max_steps=50))  # doctest: +SKIP
+    >>> load_model("run/model")  # doctest: +SKIP
+    """
+    info = init_distributed(cfg.device)
+    try:
+        return _Run(cfg, info).run()
+    finally:
+        shutdown(info)
+
+
+def settle_config(cfg: TrainConfig, out: Path) -> TrainConfig:
+    """The resolved config of a new run, or of a resumed one (saved values for resumable
+    fields the new config leaves unset; any other difference is an error)."""
+    path = out / CONFIG_FILE
+    if not (cfg.resume and path.exists()):
+        return cfg.resolved()
+    saved = TrainConfig.load(path)
+    fill = {k: getattr(saved, k) for k in RESUMABLE_FIELDS if getattr(cfg, k) is None}
+    merged = TrainConfig.from_dict({**cfg.to_dict(), **fill}).resolved()
+    merged.check_resumable(saved)
+    return merged
+
+
+class _Run:
+    def __init__(self, cfg: TrainConfig, info):
+        self.info = info
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.cfg = cfg = settle_config(cfg, self.out)
+        if not cfg.resume and ckpt.list_checkpoints(self.out):
+            raise ValueError(f"{self.out} holds checkpoints of an earlier run: pass --resume to continue "
+                             "it, or choose a new --out")
+        barrier(info)
+        if info.is_main:
+            cfg.save(self.out / CONFIG_FILE)
+            self.corpus = prepare_corpora(cfg.data, self.out, cfg.bins, cfg.universe, cfg.genome, build=True)
+        barrier(info)
+        if not info.is_main:
+            self.corpus = prepare_corpora(cfg.data, self.out, cfg.bins, cfg.universe, cfg.genome, build=False)
+        self.mi = model_inputs(cfg, self.corpus)
+        model = build_model(cfg, self.mi, seed=cfg.seed)
+        if info.is_main:
+            logger.info("%s", describe(model))
+        self.batcher = make_batcher(model, cfg.context, cfg.order)
+        self.lengths = self.batcher.effective_lengths(self.corpus.lengths())
+        self.n_parts = info.world_size * cfg.grad_accum
+        if cfg.batch_size < self.n_parts:
+            raise ValueError(f"batch_size {cfg.batch_size} is smaller than world_size x grad_accum = "
+                             f"{self.n_parts}: every micro-batch needs at least one cell")
+        self.sampling = bool(getattr(model.config, "closed_bin_sampling", False))
+        self.model = parallelize(model.to(info.device), info, parallel=cfg.parallel, compile=cfg.compile,
+                                 activation_checkpointing=cfg.activation_checkpointing)
+        self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), cfg.eps,
+                                         info.device)
+        self.scheduler = build_scheduler(self.optimizer, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+        bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and info.device.type == "cuda")
+        self.autocast = (torch.autocast(info.device.type, dtype=torch.bfloat16) if bf16
+                         else contextlib.nullcontext())
+        self.state = {"epoch": 0, "step_in_epoch": 0, "tokens_seen": 0, "step": 0}
+
+    # -- resume ---------------------------------------------------------------------------
+    def _signature(self) -> dict:
+        return {"n_cells": len(self.lengths), "length_sum": int(self.lengths.sum()),
+                "batch_size": self.cfg.batch_size, "n_parts": self.n_parts}
+
+    def _resume(self) -> None:
+        path = ckpt.latest_checkpoint(self.out) if self.cfg.resume else None
+        if path is None:
+            if self.cfg.resume:
+                logger.warning("%s: no checkpoint to resume from; starting at step 0", self.out)
+            return
+        loaded = ckpt.load_checkpoint(path, self.model, self.optimizer, self.scheduler, self.info.is_main)
+        saved = loaded["state"]
+        mismatch = {k: (saved.get(k), v) for k, v in self._signature().items() if saved.get(k) != v}
+        if mismatch:
+            raise ValueError(f"{path}: the data or batch layout changed since this checkpoint "
+                             f"(saved, now): {mismatch}; world_size x grad_accum, batch_size and the corpus "
+                             "must stay the same for an exact resume")
+        self.state = {k: saved[k] for k in self.state}
+        rngs = loaded["rng"]
+        if len(rngs) != self.info.world_size:
+            logger.warning("resuming %d ranks from %d: dropout draws will differ", self.info.world_size, len(rngs))
+        ckpt.set_rng_state(rngs[self.info.rank % len(rngs)], self.info.device)
+        if self.info.is_main:
+            logger.info("resumed from %s (step %d, epoch %d)", path, saved["step"], saved["epoch"])
+
+    def _save(self) -> None:
+        rngs = gather_objects(ckpt.rng_state(self.info.device), self.info)
+        ckpt.save_checkpoint(self.out, self.state["step"], self.model, self.optimizer, self.scheduler,
+                             {**self.state, **self._signature(), "world_size": self.info.world_size}, rngs,
+                             self.info.is_main, self.cfg.keep_checkpoints)
+        barrier(self.info)
+
+    # -- one step -------------------------------------------------------------------------
+    def _step(self, micro: list[dict]) -> dict:
+        info, model = self.info, self.model
+        metas = [m.pop("meta") for m in micro]
+        local = [sum(m["weight"] for m in metas), sum(m["tokens"] for m in metas),
+                 sum(m["slots"] for m in metas)]
+        total_w, tokens, slots = all_reduce_sum(local, info)
+        model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=info.device)
+        for i, (batch, meta) in enumerate(zip(micro, metas)):
+            inputs = {k: v.to(info.device, non_blocking=True) for k, v in batch.items()}
+            if self.sampling:  # closed-bin draws, seeded by the micro-batch's position
+                rng = part_rng(self.cfg.seed + 1, self.state["epoch"], meta["step"], meta["part"])
+                inputs["generator"] = torch_generator(rng, info.device)
+            with grad_sync(model, i == len(micro) - 1):
+                with self.autocast:
+                    loss = model(**inputs).loss
+                (loss * (meta["weight"] * info.world_size / total_w)).backward()
+            loss_sum += loss.detach().double() * meta["weight"]
+        grad_norm = clip_grad_norm(model, self.cfg.max_grad_norm)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_value = all_reduce_sum([float(loss_sum)], info)[0] / total_w
+        return {"loss": loss_value, "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "slots": slots}
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(self) -> dict:
+        cfg, info = self.cfg, self.info
+        self._resume()
+        start_step = self.state["step"]
+        tracker = MetricsLogger(self.out, resume_step=start_step if start_step else None,
+                                tensorboard=cfg.tensorboard, enabled=info.is_main)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.max_steps, initial=start_step, unit="step", desc="pretraining",
+                   disable=not (info.is_main and cfg.progress), dynamic_ncols=True)
+        totals = {"data": 0.0, "time": 0.0, "tokens": 0, "slots": 0}
+        window = {"data": 0.0, "time": 0.0, "tokens": 0, "slots": 0}
+        t_start = time.perf_counter()
+        last_saved, row = start_step, None
+        try:
+            while self.state["step"] < cfg.max_steps:
+                plan = plan_epoch(self.lengths, cfg.batch_size, self.state["epoch"], cfg.seed, cfg.batching,
+                                  cfg.bucket_window, cfg.block_size, min_cells=self.n_parts)
+                ds = MicroBatches(self.corpus, plan, self.batcher, seed=cfg.seed, rank=info.rank,
+                                  world_size=info.world_size, grad_accum=cfg.grad_accum,
+                                  start_step=self.state["step_in_epoch"], labels=self.mi.labels)
+                it = iter(make_loader(ds, cfg.num_workers, pin_memory=info.device.type == "cuda"))
+                while self.state["step"] < cfg.max_steps and self.state["epoch"] == plan.epoch:
+                    t0 = time.perf_counter()
+                    micro = [next(it) for _ in range(cfg.grad_accum)]
+                    t_data = time.perf_counter() - t0
+                    out = self._step(micro)
+                    dt = time.perf_counter() - t0
+                    self._advance(plan.n_steps, out["tokens"])
+                    for acc in (totals, window):
+                        acc["data"] += t_data
+                        acc["time"] += dt
+                        acc["tokens"] += out["tokens"]
+                        acc["slots"] += out["slots"]
+                    step = self.state["step"]
+                    bar.update(1)
+                    if step % cfg.log_every == 0 or step == cfg.max_steps:
+                        row = self._row(out, window, time.perf_counter() - t_start)
+                        tracker.log(row)
+                        bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
+                        window = dict.fromkeys(window, 0)
+                    if step % cfg.save_every == 0 or step == cfg.max_steps:
+                        self._save()
+                        last_saved = step
+                del it
+        finally:
+            bar.close()
+            tracker.close()
+        if last_saved != self.state["step"]:
+            self._save()
+        return self._finish(totals, row, time.perf_counter() - t_start, start_step)
+
+    def _advance(self, n_steps: int, tokens: float) -> None:
+        s = self.state
+        s["step"] += 1
+        s["step_in_epoch"] += 1
+        s["tokens_seen"] += int(tokens)
+        if s["step_in_epoch"] >= n_steps:  # the data position is always a step still to run
+            s["epoch"] += 1
+            s["step_in_epoch"] = 0
+
+    def _row(self, out: dict, window: dict, elapsed: float) -> dict:
+        return {"step": self.state["step"], "loss": float(out["loss"]), "lr": float(out["lr"]),
+                "tokens_seen": self.state["tokens_seen"],
+                "tokens_per_s": window["tokens"] / max(window["time"], 1e-9),
+                "grad_norm": float(out["grad_norm"]),
+                "padding": 1.0 - window["tokens"] / max(window["slots"], 1),
+                "data_wait": window["data"] / max(window["time"], 1e-9),
+                "epoch": self.state["epoch"], "elapsed_s": elapsed}
+
+    def _finish(self, totals: dict, row: dict | None, elapsed: float, start_step: int) -> dict:
+        state = ckpt.full_model_state(self.model)
+        if row is None:  # nothing left to run (a finished run resumed): its last logged row
+            rows = read_metrics(self.out / METRICS_FILE)
+            row = rows[-1] if rows else None
+        summary = {
+            "steps": self.state["step"], "resumed_from": start_step, "epochs": self.state["epoch"],
+            "final_loss": None if row is None else row["loss"], "tokens_seen": self.state["tokens_seen"],
+            "tokens_per_s": totals["tokens"] / max(totals["time"], 1e-9),
+            "padding": 1.0 - totals["tokens"] / max(totals["slots"], 1),
+            "data_wait": totals["data"] / max(totals["time"], 1e-9), "elapsed_s": elapsed,
+            "world_size": self.info.world_size, "device": str(self.info.device),
+            "model_dir": str(self.out / "model"), "cells": int(np.count_nonzero(self.lengths)),
+        }
+        if self.info.is_main:
+            fresh = build_model(self.cfg, self.mi)
+            ckpt.export_model(fresh, state, self.out / "model")
+            save_json(self.out / "summary.json", summary)
+            logger.info("exported %s; %d steps, final loss %s, %.0f tokens/s, padding %.1f%%, data wait %.1f%%",
+                        self.out / "model", summary["steps"], summary["final_loss"], summary["tokens_per_s"],
+                        100 * summary["padding"], 100 * summary["data_wait"])
+        barrier(self.info)
+        return summary

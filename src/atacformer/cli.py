@@ -173,12 +173,14 @@ def cmd_embed(args) -> int:
 def cmd_demo(args) -> int:
     from atacformer.pipeline import run_main_job
 
-    run_main_job(args.out, data_dir=args.data_dir, bin_size=args.bins)
+    run_main_job(args.out, data_dir=args.data_dir, bin_size=args.bins, input_path=args.input,
+                 labels_key=args.labels_key, genome=args.genome, steps=args.steps)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     from atacformer import __version__
+    from atacformer.benchmark.cli import add_benchmark_commands
     from atacformer.train.cli import add_train_commands
 
     p = argparse.ArgumentParser(prog="atacformer", description="Transformer foundation models for chromatin "
@@ -222,8 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data-dir", help="real data folder (default: ../shared/data or $ATACFORMER_DATA)")
     d.add_argument("--bins", type=int, default=5000, help="bin size (default 5000)")
     d.add_argument("--out", default="results", help="output folder (default results/)")
+    d.add_argument("--input", help="your own fragments file (.tsv.gz) or peak matrix (.h5ad) instead of the "
+                   "bundled sets")
+    d.add_argument("--labels-key", help="obs column (h5ad) with labels, or a TSV barcode<TAB>label (fragments), "
+                   "for scoring; without it clusters are reported unscored")
+    d.add_argument("--genome", default="hg38", help="genome of --input fragments (binned at --bins; default hg38)")
+    d.add_argument("--steps", type=int, default=None, help="pretraining steps (default 80)")
     d.set_defaults(func=cmd_demo)
     add_train_commands(sub)
+    add_benchmark_commands(sub)
     return p
 
 

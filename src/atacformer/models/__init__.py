@@ -12,6 +12,14 @@ vocabulary) or a Hugging Face Hub id; :func:`load_model` picks the class, and
 
 from atacformer.models._collate import as_token_lists, pad_token_lists, subsample_tokens
 from atacformer.models._inference import embed_cells, load_model
+from atacformer.models._quality import (
+    cell_contrastive_loss,
+    idf_weights,
+    init_embeddings_from_lsi,
+    lsi_loadings,
+    token_frequencies,
+    two_views,
+)
 from atacformer.models.atacformer import (
     AtacformerConfig,
     AtacformerForReplacedTokenDetection,
@@ -39,10 +47,16 @@ __all__ = [
     "ReplacedTokenCollator",
     "as_token_lists",
     "build_sentence",
+    "cell_contrastive_loss",
     "embed_cells",
+    "idf_weights",
+    "init_embeddings_from_lsi",
     "load_model",
+    "lsi_loadings",
     "masked_bin_vocabulary",
     "pad_token_lists",
     "replace_tokens",
     "subsample_tokens",
+    "token_frequencies",
+    "two_views",
 ]

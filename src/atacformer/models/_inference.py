@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 def embed_cells(model, cells, batch_size: int = 64, device=None, max_length: int | None = None,
                 pooling: str | None = None, seed: int = 0, dtype: torch.dtype | None = None,
-                progress: bool = False) -> np.ndarray:
+                progress: bool = False, token_weights=None) -> np.ndarray:
     """Embed cells with an Atacformer or masked-bin model.
 
     Parameters
@@ -44,6 +44,10 @@ def embed_cells(model, cells, batch_size: int = 64, device=None, max_length: int
         Autocast dtype (e.g. ``torch.bfloat16`` on a GPU); default: the model's dtype.
     progress
         Show a progress bar.
+    token_weights
+        Atacformer only: a (vocab_size,) weight per token (e.g. the IDF of
+        :func:`atacformer.models.idf_weights`); the cell is then the weighted mean of its final
+        hidden states, i.e. TF-IDF-weighted pooling of a binary cell. Default: plain mean.
 
     Returns
     -------
@@ -58,6 +62,13 @@ def embed_cells(model, cells, batch_size: int = 64, device=None, max_length: int
     """
     token_lists = as_token_lists(cells)
     n = len(token_lists)
+    if token_weights is not None:
+        if not hasattr(model, "atacformer") and type(model).__name__ != "AtacformerModel":
+            raise ValueError("token_weights applies to Atacformer models only")
+        token_weights = torch.as_tensor(np.asarray(token_weights), dtype=torch.float32)
+        if token_weights.shape != (model.config.vocab_size,):
+            raise ValueError(f"token_weights has shape {tuple(token_weights.shape)}; expected "
+                             f"({model.config.vocab_size},)")
     hidden = model.config.hidden_size
     out = np.empty((n, hidden), dtype=np.float32)
     if n == 0:
@@ -83,7 +94,11 @@ def embed_cells(model, cells, batch_size: int = 64, device=None, max_length: int
                 idx = order[s: s + batch_size]
                 inputs = model.prepare_inputs([token_lists[i] for i in idx], max_length, rng)
                 inputs = {k: v.to(dev, non_blocking=True) for k, v in inputs.items()}
-                out[idx] = model.embed(**inputs, pooling=pooling).float().cpu().numpy()
+                if token_weights is None:
+                    emb = model.embed(**inputs, pooling=pooling)
+                else:
+                    emb = _weighted_pool(model, inputs, token_weights.to(dev))
+                out[idx] = emb.float().cpu().numpy()
     finally:
         model.train(was_training)
     empty = lengths == 0
@@ -92,6 +107,14 @@ def embed_cells(model, cells, batch_size: int = 64, device=None, max_length: int
                        int(empty.sum()))
         out[empty] = np.nan
     return out
+
+
+def _weighted_pool(model, inputs: dict, token_weights: torch.Tensor) -> torch.Tensor:
+    """Weighted mean of an Atacformer's final hidden states (B, D) over real tokens."""
+    backbone = getattr(model, "atacformer", model)
+    hidden = backbone(inputs["input_ids"], inputs["attention_mask"])  # (B, L, D)
+    w = token_weights[inputs["input_ids"]] * inputs["attention_mask"].float()  # (B, L)
+    return (hidden * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-12)
 
 
 def load_model(path_or_repo_id, *, map_location="cpu", **hub_kwargs):

@@ -5,6 +5,7 @@ Every function takes an AnnData first and writes into named slots (``obsm``, ``o
 """
 
 from atacformer.tools._cluster import cluster
+from atacformer.tools._embed import embed, region_embeddings
 from atacformer.tools._lsi import lsi
 from atacformer.tools._neighbors import neighbors, umap
 from atacformer.tools._scembed import ScEmbedModel, scembed, scembed_project
@@ -13,9 +14,11 @@ from atacformer.tools._transfer import project_umap, transfer_labels
 __all__ = [
     "ScEmbedModel",
     "cluster",
+    "embed",
     "lsi",
     "neighbors",
     "project_umap",
+    "region_embeddings",
     "scembed",
     "scembed_project",
     "transfer_labels",

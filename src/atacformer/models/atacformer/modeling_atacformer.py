@@ -243,10 +243,13 @@ class AtacformerForReplacedTokenDetection(_AtacformerLoading, nn.Module):
 
 
 def replace_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, replace_prob: float,
-                   n_regions: int, generator: torch.Generator | None = None
+                   n_regions: int, generator: torch.Generator | None = None,
+                   token_probs: torch.Tensor | None = None,
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """ELECTRA corruption: each real token is replaced, with probability ``replace_prob``,
-    by a region drawn uniformly from ``[0, n_regions)``.
+    by a region drawn uniformly from ``[0, n_regions)`` or, with ``token_probs`` (a
+    (n_regions,) distribution, e.g. corpus token frequencies), drawn from that distribution,
+    so that replacements look like real open regions and cannot be spotted by rarity alone.
 
     Returns
     -------
@@ -259,8 +262,14 @@ def replace_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, replac
     mask = attention_mask.bool()
     chosen = (torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
               < replace_prob) & mask
-    draws = torch.randint(0, n_regions, input_ids.shape, generator=generator,
-                          device=input_ids.device)
+    if token_probs is None:
+        draws = torch.randint(0, n_regions, input_ids.shape, generator=generator,
+                              device=input_ids.device)
+    else:
+        if token_probs.shape != (n_regions,):
+            raise ValueError(f"token_probs has shape {tuple(token_probs.shape)}; expected ({n_regions},)")
+        draws = torch.multinomial(token_probs.float(), input_ids.numel(), replacement=True,
+                                  generator=generator).view(input_ids.shape).to(input_ids.device)
     corrupted = torch.where(chosen, draws, input_ids)
     labels = (corrupted != input_ids).long()
     labels[~mask] = -100
@@ -280,11 +289,15 @@ class ReplacedTokenCollator:
     seed
         Seed of the collator's own generators (subsampling and corruption); in
         ``DataLoader`` workers the streams also depend on the worker's seed.
+    token_probs
+        Optional (n_regions,) replacement distribution (e.g. from
+        :func:`atacformer.models.token_frequencies`); default uniform.
     """
 
     def __init__(self, config: AtacformerConfig, replace_prob: float | None = None,
-                 max_length: int | None = None, seed: int | None = None):
+                 max_length: int | None = None, seed: int | None = None, token_probs=None):
         self.config = config
+        self.token_probs = None if token_probs is None else torch.as_tensor(token_probs, dtype=torch.float32)
         self.replace_prob = config.replace_prob if replace_prob is None else replace_prob
         self.max_length = max_length or config.max_length
         self.random = CollatorRandom(seed)
@@ -295,5 +308,6 @@ class ReplacedTokenCollator:
         input_ids, attention_mask = pad_token_lists(token_lists, self.config.pad_token_id,
                                                     self.max_length, self.random.numpy)
         corrupted, labels = replace_tokens(input_ids, attention_mask, self.replace_prob,
-                                           self.config.n_regions, self.random.torch)
+                                           self.config.n_regions, self.random.torch,
+                                           token_probs=self.token_probs)
         return {"input_ids": corrupted, "attention_mask": attention_mask, "labels": labels}

@@ -1,0 +1,281 @@
+"""Model-based embeddings: cells (``tl.embed``) and regions (``tl.region_embeddings``).
+
+``embed`` streams the cells of an AnnData (in memory or ``backed="r"``) through a model in
+chunks, so only one chunk of tokens is held at once; with ``out_path`` the embeddings go to
+a ``.npy`` memory map on disk instead of RAM. Optional post-processing mirrors what LSI
+does to its components: drop the directions that follow sequencing depth, then scale every
+cell to unit length (SnapATAC2 does the same to its spectral embedding).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from anndata import AnnData
+
+logger = logging.getLogger(__name__)
+
+
+def _matrix(adata: AnnData, layer: str | None):
+    return adata.layers[layer] if layer is not None else adata.X
+
+
+def _check_columns(adata: AnnData, model) -> None:
+    n_regions = getattr(model.config, "n_regions", None) or getattr(model.config, "n_bins", None)
+    if n_regions is not None and adata.n_vars != n_regions:
+        raise ValueError(f"adata has {adata.n_vars:,} regions but the model's vocabulary has {n_regions:,}; "
+                         "tokenize the cells into the model's vocabulary first "
+                         "(atacformer.tokenizers.tokenize_peak_matrix(adata, model.vocab))")
+
+
+def remove_depth_directions(emb: np.ndarray, depth: np.ndarray, cutoff: float = 0.5,
+                            max_drop: int = 1) -> tuple[np.ndarray, list[int]]:
+    """Principal components of ``emb`` minus those following log depth.
+
+    Parameters
+    ----------
+    emb
+        (n_cells, d) embedding.
+    depth
+        (n_cells,) tokens (or fragments) per cell.
+    cutoff
+        A component is dropped when ``|corr(component, log depth)|`` is above it.
+    max_drop
+        Most components dropped (the most depth-correlated first).
+
+    Returns
+    -------
+    coords, dropped
+        The PCA coordinates of the kept components and the indices dropped.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> depth = rng.integers(100, 10000, 200)
+    >>> emb = np.c_[np.log(depth) * 5, rng.normal(size=(200, 3))]
+    >>> remove_depth_directions(emb, depth)[1]
+    [0]
+    """
+    x = emb - emb.mean(0)
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    pcs = u * s  # (n, d)
+    ld = np.log1p(np.asarray(depth, dtype=np.float64))
+    ld = (ld - ld.mean()) / (ld.std() + 1e-12)
+    z = (pcs - pcs.mean(0)) / (pcs.std(0) + 1e-12)
+    corr = np.abs(z.T @ ld) / len(ld)
+    order = [int(i) for i in np.argsort(-corr) if corr[i] > cutoff][:max_drop]
+    keep = [i for i in range(pcs.shape[1]) if i not in order]
+    return pcs[:, keep].astype(np.float32), order
+
+
+def embed(
+    adata: AnnData,
+    model,
+    *,
+    layer: str | None = None,
+    batch_size: int = 64,
+    device=None,
+    pooling: str | None = None,
+    token_weights="idf",
+    max_length: int | None = None,
+    remove_depth: bool = True,
+    depth_corr_cutoff: float = 0.5,
+    l2_normalize: bool = True,
+    chunk_size: int = 8192,
+    out_path=None,
+    progress: bool = False,
+    key_added: str = "X_atacformer",
+    copy: bool = False,
+) -> AnnData | None:
+    """Embed every cell of ``adata`` with a pretrained model into ``obsm[key_added]``.
+
+    Parameters
+    ----------
+    adata
+        Tokenized cells (columns = the model's regions), in memory or opened
+        ``backed="r"``.
+    model
+        Any atacformer model (see :func:`atacformer.models.load_model`).
+    layer
+        Read tokens from ``layers[layer]`` instead of ``X``.
+    batch_size, device, pooling, max_length
+        As in :func:`atacformer.models.embed_cells` (device: ``"cuda"``, ``"cpu"``, ...).
+    token_weights
+        Atacformer pooling weights: ``"idf"`` (TF-IDF-weighted mean, IDF from ``adata``),
+        a (vocab_size,) array, or ``None`` for the plain mean. Ignored by masked-bin models.
+    remove_depth
+        Replace the embedding by its principal components minus the one that follows log
+        depth (when ``|corr| > depth_corr_cutoff``), as LSI drops its first component.
+    l2_normalize
+        Scale each cell to unit length last.
+    chunk_size
+        Cells read from ``adata`` at once.
+    out_path
+        Write the raw embeddings to this ``.npy`` file (a memory map; ``obsm`` then refers
+        to it) instead of holding them in RAM; post-processing is then skipped.
+    progress
+        Show a progress bar.
+    key_added
+        ``obsm`` key; ``uns[key_added]`` records the settings.
+    copy
+        Work on a copy and return it.
+
+    Returns
+    -------
+    AnnData or None
+        The copy when ``copy=True``.
+
+    Examples
+    --------
+    >>> from atacformer import tools as tl
+    >>> tl.embed(adata, load_model("run/model"))        # doctest: +SKIP
+    >>> adata.obsm["X_atacformer"].shape                 # doctest: +SKIP
+    (533, 127)
+    """
+    from atacformer.models import embed_cells
+
+    adata = adata.copy() if copy else adata
+    _check_columns(adata, model)
+    X = _matrix(adata, layer)
+    is_rtd = hasattr(model, "atacformer") or type(model).__name__ == "AtacformerModel"
+    weights = None
+    if is_rtd and isinstance(token_weights, str):
+        if token_weights != "idf":
+            raise ValueError(f"token_weights must be 'idf', an array or None, got {token_weights!r}")
+        df = np.zeros(adata.n_vars)
+        for s in range(0, adata.n_obs, chunk_size):
+            df += np.asarray((sp.csr_matrix(X[s: s + chunk_size]) > 0).sum(0)).ravel()
+        weights = np.zeros(model.config.vocab_size, np.float32)
+        weights[: adata.n_vars] = np.log1p(adata.n_obs / (1.0 + df))  # as models.idf_weights, streamed
+    elif is_rtd and token_weights is not None:
+        weights = np.asarray(token_weights, np.float32)
+    elif not is_rtd and token_weights is not None and not isinstance(token_weights, str):
+        raise ValueError("token_weights apply to Atacformer models only")
+    d = model.config.hidden_size
+    n = adata.n_obs
+    out = (np.lib.format.open_memmap(Path(out_path), mode="w+", dtype=np.float32, shape=(n, d))
+           if out_path is not None else np.empty((n, d), np.float32))
+    depth = np.empty(n, np.int64)
+    starts = range(0, n, chunk_size)
+    if progress and n > chunk_size:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="embedding chunks", unit="chunk")
+    for s in starts:
+        chunk = sp.csr_matrix(X[s: s + chunk_size])
+        chunk.eliminate_zeros()
+        depth[s: s + chunk.shape[0]] = np.diff(chunk.indptr)
+        out[s: s + chunk.shape[0]] = embed_cells(model, chunk, batch_size=batch_size, device=device,
+                                                 max_length=max_length, pooling=pooling,
+                                                 progress=progress and n <= chunk_size, token_weights=weights)
+    info = {"pooling": pooling or "mean", "token_weights": None if weights is None else
+            (token_weights if isinstance(token_weights, str) else "array"), "remove_depth": False,
+            "l2_normalize": False, "dropped": []}
+    if out_path is not None:
+        out.flush()
+    else:
+        ok = np.isfinite(out).all(1)
+        if remove_depth and ok.sum() > 2:
+            coords, dropped = remove_depth_directions(out[ok], depth[ok], depth_corr_cutoff)
+            full = np.full((n, coords.shape[1]), np.nan, np.float32)
+            full[ok] = coords
+            out, info["remove_depth"], info["dropped"] = full, True, dropped
+        if l2_normalize:
+            out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+            info["l2_normalize"] = True
+    adata.obsm[key_added] = out
+    adata.uns[key_added] = info
+    logger.info("embedded %d cells into obsm[%r] (%d dims)", n, key_added, out.shape[1])
+    return adata if copy else None
+
+
+def region_embeddings(
+    model,
+    adata: AnnData | None = None,
+    *,
+    cells=None,
+    contextual: bool = False,
+    attention: bool = False,
+    key_added: str = "atacformer_regions",
+) -> np.ndarray | dict:
+    """Region (token) vectors of an Atacformer model.
+
+    Parameters
+    ----------
+    model
+        An Atacformer model (``AtacformerModel`` or ``...ForReplacedTokenDetection``).
+    adata
+        When given (columns = the model's regions), the static vectors are written to
+        ``varm[key_added]``.
+    cells
+        Token-id arrays or a CSR of cells, for contextual vectors / attention maps.
+    contextual
+        Return each cell's final hidden state per token (needs ``cells``).
+    attention
+        Also return each layer's attention weights (heads averaged) per cell.
+
+    Returns
+    -------
+    numpy.ndarray or dict
+        Static: (n_regions, hidden) input embeddings. With ``contextual``: a dict with
+        ``"static"``, ``"tokens"`` (one id array per cell), ``"hidden"`` (one (n_tok, D)
+        array per cell) and, with ``attention``, ``"attention"`` (per cell, a
+        (n_layers, n_tok, n_tok) array).
+
+    Examples
+    --------
+    >>> vec = region_embeddings(model, adata)                      # doctest: +SKIP
+    >>> out = region_embeddings(model, cells=adata.X[:2], contextual=True, attention=True)  # doctest: +SKIP
+    """
+    from atacformer.models import as_token_lists
+
+    backbone = getattr(model, "atacformer", model)
+    if not hasattr(backbone, "embeddings") or not hasattr(backbone.embeddings, "token_embeddings"):
+        raise ValueError("region_embeddings needs an Atacformer model")
+    static = backbone.embeddings.token_embeddings.weight[: model.config.n_regions].detach().cpu().numpy()
+    if adata is not None:
+        _check_columns(adata, model)
+        adata.varm[key_added] = static
+    if not (contextual or attention):
+        return static
+    if cells is None:
+        raise ValueError("contextual vectors and attention maps need cells=")
+    out = {"static": static, "tokens": [], "hidden": []}
+    if attention:
+        out["attention"] = []
+    captured: list[torch.Tensor] = []
+
+    def hook(mod, args):
+        captured.append(args[0].detach())
+
+    handles = [layer.self_attn.register_forward_pre_hook(hook) for layer in backbone.encoder.layers] \
+        if attention else []
+    was = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for toks in as_token_lists(cells):
+                captured.clear()
+                ids = torch.as_tensor(toks, dtype=torch.long)[None]
+                dev = next(model.parameters()).device
+                h = backbone(ids.to(dev))  # (1, L, D)
+                out["tokens"].append(toks)
+                out["hidden"].append(h[0].float().cpu().numpy())
+                if attention:
+                    maps = []
+                    for layer, x in zip(backbone.encoder.layers, captured):
+                        a = layer.self_attn
+                        q, k, _ = a.qkv(x).split(x.shape[-1], dim=-1)
+                        qh, kh = a._heads(q), a._heads(k)  # (1, H, L, Dh)
+                        w = torch.softmax(qh @ kh.transpose(-1, -2) / qh.shape[-1] ** 0.5, -1)
+                        maps.append(w[0].mean(0).float().cpu().numpy())
+                    out["attention"].append(np.stack(maps))
+    finally:
+        for hnd in handles:
+            hnd.remove()
+        model.train(was)
+    return out

@@ -1,0 +1,136 @@
+"""The quality options: frequency replacement, IDF pooling, LSI init, two-view contrastive."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.decomposition import TruncatedSVD
+
+from atacformer.models import (
+    AtacformerConfig, AtacformerForReplacedTokenDetection, ReplacedTokenCollator, cell_contrastive_loss,
+    embed_cells, idf_weights, init_embeddings_from_lsi, lsi_loadings, replace_tokens, token_frequencies,
+    two_views,
+)
+from atacformer.vocab import Vocabulary
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def vocab():
+    return Vocabulary(["chr1"] * 100, range(0, 10000, 100), range(100, 10100, 100))
+
+
+@pytest.fixture
+def model(vocab):
+    torch.manual_seed(0)
+    cfg = AtacformerConfig.for_vocab(vocab, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+                                     dropout=0.0)
+    return AtacformerForReplacedTokenDetection(cfg, vocab=vocab)
+
+
+def _cells(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (rng.random((n, 100)) < 0.2).astype(np.float32)
+    x[: n // 2, :30] = rng.random((n // 2, 30)) < 0.7  # two groups with different open regions
+    return sp.csr_matrix(x)
+
+
+def test_token_frequencies_match_counts():
+    x = _cells()
+    f = token_frequencies(x, smoothing=0.0)
+    brute = np.array([(x[:, j].toarray() > 0).sum() for j in range(100)], float)
+    np.testing.assert_allclose(f, brute / brute.sum())
+    assert token_frequencies(x, vocab_size=107).shape == (107,)
+
+
+def test_frequency_replacement_draws_only_frequent_tokens():
+    ids = torch.zeros((4, 500), dtype=torch.long)
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    probs = torch.zeros(100)
+    probs[[7, 9]] = 0.5
+    g = torch.Generator().manual_seed(0)
+    corrupted, labels = replace_tokens(ids, mask, 0.5, 100, g, token_probs=probs)
+    changed = corrupted[labels == 1]
+    assert set(changed.unique().tolist()) == {7, 9}
+    assert 0.4 < float((labels == 1).float().mean()) < 0.6
+    with pytest.raises(ValueError, match="expected"):
+        replace_tokens(ids, mask, 0.5, 100, g, token_probs=torch.ones(5))
+
+
+def test_collator_uses_token_probs(model):
+    probs = np.zeros(100)
+    probs[3] = 1.0
+    coll = ReplacedTokenCollator(model.config, replace_prob=0.9, seed=0, token_probs=probs)
+    batch = coll([np.arange(10, 60)])
+    assert set(batch["input_ids"][batch["labels"] == 1].tolist()) == {3}
+
+
+def test_idf_weights_formula():
+    x = _cells()
+    w = idf_weights(x, vocab_size=102)
+    df = (x.toarray() > 0).sum(0)
+    np.testing.assert_allclose(w[:100], np.log1p(40 / (1 + df)), rtol=1e-6)
+    assert (w[100:] == 0).all()
+
+
+def test_weighted_pooling_equals_brute_force(model):
+    x = _cells(6)
+    w = np.random.default_rng(1).random(model.config.vocab_size).astype(np.float32)
+    got = embed_cells(model, x, token_weights=w)
+    model.eval()
+    for i in range(6):
+        toks = torch.as_tensor(x[i].indices, dtype=torch.long)[None]
+        with torch.no_grad():
+            h = model.atacformer(toks)[0].numpy()
+        expect = (h * w[x[i].indices, None]).sum(0) / w[x[i].indices].sum()
+        np.testing.assert_allclose(got[i], expect, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(embed_cells(model, x, token_weights=np.ones_like(w)), embed_cells(model, x),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_lsi_loadings_span_sklearn_svd():
+    x = _cells()
+    load = lsi_loadings(x, 5)
+    m = x.copy()
+    m.data[:] = 1
+    tf = sp.diags(1 / np.asarray(m.sum(1)).ravel()) @ m
+    idf = np.log1p(40 / (1 + np.asarray(m.sum(0)).ravel()))
+    t = (tf @ sp.diags(idf)).tocsr()
+    t.data = np.log1p(t.data * 1e4)
+    ref = TruncatedSVD(6, algorithm="arpack", random_state=0).fit(t).components_[1:]  # (5, regions)
+    # the leading loading columns are the exact SVD's components 2 and 3 (up to sign and scale;
+    # trailing ones of a randomized SVD are approximate)
+    for j in range(2):
+        assert abs(np.corrcoef(load[:, j], ref[j])[0, 1]) > 0.999
+
+
+def test_init_embeddings_from_lsi(model):
+    x = _cells()
+    k = init_embeddings_from_lsi(model, x)
+    table = model.atacformer.embeddings.token_embeddings.weight.detach().numpy()
+    assert k == 32
+    np.testing.assert_allclose(np.linalg.norm(table[:100, :k], axis=1).mean(), 1.0, rtol=1e-4)
+    with pytest.raises(ValueError, match="regions"):
+        init_embeddings_from_lsi(model, x[:, :50])
+
+
+def test_two_views_disjoint_and_complete():
+    rng = np.random.default_rng(0)
+    cells = [np.arange(0, 50, 2), np.array([5]), np.arange(3)]
+    a, b = two_views(cells, rng)
+    for c, va, vb in zip(cells, a, b):
+        if len(c) > 1:
+            assert len(np.intersect1d(va, vb)) == 0 and sorted(np.r_[va, vb]) == sorted(c)
+            assert len(va) and len(vb)
+        else:
+            assert (va == c).all() and (vb == c).all()
+
+
+def test_contrastive_loss_bounds():
+    z = torch.randn(8, 16)
+    assert float(cell_contrastive_loss(z, z, 0.01)) < 1e-3
+    same = torch.ones(8, 16)
+    assert float(cell_contrastive_loss(same, same)) == pytest.approx(np.log(8), rel=1e-5)

@@ -64,3 +64,21 @@ def test_umap_errors(embedded):
     embedded.obsm["X_umap"] = np.zeros((embedded.n_obs, 2))
     with pytest.raises(ValueError, match="not an obs column"):
         pl.umap(embedded, "missing")
+
+
+def test_umap_grid_wraps_into_rows(tmp_path):
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+
+    from atacformer import plotting as pl
+
+    a = ad.AnnData(np.zeros((40, 1)), obs=pd.DataFrame({"t": list("ab") * 20, "u": list("xyz" * 13 + "x")},
+                                                      index=np.arange(40).astype(str)))
+    a.obsm["X_umap"] = np.random.default_rng(0).normal(size=(40, 2))
+    grid = {f"m{i}": a.copy() for i in range(6)}
+    fig = pl.umap_grid(grid, ["t", "u"], tmp_path / "g.png", max_cols=4)
+    # 6 entries at 4 per row -> 2 rows per colour key, 2 keys -> 4 x 4 axes, 12 drawn
+    drawn = [ax for ax in fig.axes if ax.axison]
+    titles = sorted(ax.get_title() for ax in drawn)
+    assert len(titles) == 12 and titles[0] == "m0: t" and (tmp_path / "g.png").stat().st_size > 0

@@ -181,8 +181,9 @@ def umap_grid(
     point_size: float | None = None,
     dpi: int = 150,
     seed: int = 0,
+    max_cols: int = 4,
 ) -> Figure:
-    """Side-by-side UMAPs of several datasets or embeddings: one column per entry.
+    """Side-by-side UMAPs of several datasets or embeddings: one panel per entry and colour.
 
     Parameters
     ----------
@@ -199,6 +200,9 @@ def umap_grid(
         ``obsm`` key of the 2-D coordinates.
     point_size, dpi, seed
         As in :func:`umap`.
+    max_cols
+        Entries per row; more entries wrap onto further rows (each colour key starts a new
+        block of rows).
 
     Returns
     -------
@@ -227,13 +231,22 @@ def umap_grid(
         if cols and not all(pd.api.types.is_numeric_dtype(c) and
                             not isinstance(c.dtype, pd.CategoricalDtype) for c in cols):
             shared[key] = sorted({v for c in cols for v in c.dropna().unique()}, key=str)
-    ncols, nrows = len(adatas), len(keys)
+    if max_cols < 1:
+        raise ValueError(f"max_cols must be >= 1, got {max_cols}")
+    ncols = min(len(adatas), max_cols)
+    blocks = -(-len(adatas) // ncols)  # rows per colour key
+    nrows = len(keys) * blocks
     fig = Figure(figsize=(5.2 * ncols, 4.2 * nrows), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
+    used = np.zeros(axes.shape, dtype=bool)
     for j, (name, a) in enumerate(adatas.items()):
         for i, key in enumerate(keys):
-            _draw(axes[i, j], fig, a, basis, key, shared.get(key), point_size, seed)
-            axes[i, j].set_title(f"{name}: {key}")
+            ax = axes[i * blocks + j // ncols, j % ncols]
+            used[i * blocks + j // ncols, j % ncols] = True
+            _draw(ax, fig, a, basis, key, shared.get(key), point_size, seed)
+            ax.set_title(f"{name}: {key}")
+    for ax in axes[~used]:
+        ax.set_axis_off()
     _save(fig, path, dpi)
     return fig

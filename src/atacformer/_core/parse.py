@@ -2,9 +2,15 @@
 
 One scan over the bytes of a block finds the four leading fields of every line
 (``chrom start end barcode``), parses the two coordinates and maps chromosome and barcode
-to dense ids through exact hash tables that persist across blocks: open addressing over
-64-bit FNV-1a hashes, every hit confirmed by comparing the key bytes, so two different
-barcodes can never share an id. Ids are given in order of first appearance.
+to dense ids through exact hash tables that persist across blocks. Ids are given in order of
+first appearance.
+
+The tables are open-addressing hash tables whose 32-byte rows hold a key's first 24 bytes
+inline (three little-endian words, read with unaligned 8-byte loads), its length and its id.
+A lookup reads one row: a key of up to 24 bytes (10x barcodes have 16 to 20) is equal to a
+row exactly when the three words and the length are, so two different barcodes can never share
+an id; longer keys also compare their tail bytes against the key store. The key store (all
+keys' bytes, in id order) gives the keys back as strings.
 
 The parser validates as it goes (four fields, unsigned decimal coordinates, start <= end)
 and stops at the first bad line, returning its byte offset; the caller turns that into an
@@ -14,57 +20,195 @@ error naming the line and value.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 OK, GROW, BAD = 0, 1, 2
-_FNV_OFFSET = np.uint64(14695981039346656037)
+INLINE = 24  # key bytes held in a row
+_M1 = np.uint64(0x9E3779B97F4A7C15)
+_M2 = np.uint64(0xC2B2AE3D27D4EB4F)
 _FNV_PRIME = np.uint64(1099511628211)
+_ONE = np.uint64(1)
+_EMPTY = np.uint64(0)
+
+
+@intrinsic
+def _load_u64(typingctx, arr, idx):
+    """Little-endian 8-byte load from ``arr`` (uint8) at byte ``idx``, any alignment."""
+    sig = types.uint64(arr, types.int64)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.gep(ary.data, [args[1]])
+        return builder.load(builder.bitcast(ptr, ir.IntType(64).as_pointer()), align=1)
+
+    return sig, codegen
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _hash(buf, a, b):
-    h = _FNV_OFFSET
+def _word(buf, a, b):
+    """Bytes ``buf[a:min(a + 8, b)]`` as a little-endian word, zero padded."""
+    m = b - a
+    if m <= 0:
+        return _EMPTY
+    if a + 8 <= len(buf):
+        w = _load_u64(buf, a)
+        if m < 8:
+            w &= (_ONE << np.uint64(8 * m)) - _ONE
+        return w
+    w = _EMPTY
+    for j in range(min(m, 8)):
+        w |= np.uint64(buf[a + j]) << np.uint64(8 * j)
+    return w
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _mix(w0, w1, w2, n):
+    h = (w0 ^ np.uint64(n)) * _M1
+    h = (h ^ w1) * _M2
+    h = (h ^ w2) * _M1
+    h ^= h >> np.uint64(32)
+    return h
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _tail_hash(h, buf, a, b):
     for i in range(a, b):
         h = (h ^ np.uint64(buf[i])) * _FNV_PRIME
     return h
 
 
-@njit(nogil=True, cache=True)
-def _lookup(buf, a, b, slots, key_off, key_len, arena, state):
-    """Id of key ``buf[a:b]``; inserts it if new. Returns -1 when the table must grow.
+@njit(nogil=True, cache=True, inline="always")
+def _key(buf, a, b):
+    """Row words, hash and length tag of key ``buf[a:b]``."""
+    n = b - a
+    w0 = _word(buf, a, b)
+    w1 = _word(buf, a + 8, b)
+    w2 = _word(buf, a + 16, b)
+    h = _mix(w0, w1, w2, n)
+    if n > INLINE:
+        h = _tail_hash(h, buf, a + INLINE, b)
+    return w0, w1, w2, h, np.uint64(n) << np.uint64(32)
 
-    ``state`` = [n_keys, arena_used].
+
+@njit(nogil=True, cache=True, inline="always")
+def _probe(buf, a, b, rows, key_off, arena):
+    """``(id, slot)`` of key ``buf[a:b]``: ``id`` -1 when absent, ``slot`` then being where it goes.
+
+    Read-only, so a loop of probes over many keys runs them in parallel in the CPU.
     """
     n = b - a
-    mask = len(slots) - 1
-    h = _hash(buf, a, b)
+    w0, w1, w2, h, tag = _key(buf, a, b)
+    mask = rows.shape[0] - 1
     pos = np.int64(h & np.uint64(mask))
     while True:
-        k = slots[pos]
-        if k < 0:
-            break
-        if key_len[k] == n:
+        meta = rows[pos, 3]
+        if meta == _EMPTY:
+            return -1, pos
+        if (rows[pos, 0] == w0 and rows[pos, 1] == w1 and rows[pos, 2] == w2
+                and (meta >> np.uint64(32)) << np.uint64(32) == tag):
+            k = np.int64(meta & np.uint64(0xFFFFFFFF)) - 1
+            if n <= INLINE:
+                return k, pos
             o = key_off[k]
             same = True
-            for i in range(n):
+            for i in range(INLINE, n):
                 if arena[o + i] != buf[a + i]:
                     same = False
                     break
             if same:
-                return k
+                return k, pos
         pos = (pos + 1) & mask
+
+
+@njit(nogil=True, cache=True)
+def _lookup(buf, a, b, rows, key_off, arena, state):
+    """Id of key ``buf[a:b]``; inserts it if new. Returns -1 when the table must grow.
+
+    ``rows`` is ``(n_slots, 4)`` uint64 (words 0-2, ``len << 32 | id + 1``; 0 = empty);
+    ``state`` = [n_keys, arena_used].
+    """
+    k, pos = _probe(buf, a, b, rows, key_off, arena)
+    if k >= 0:
+        return k
+    n = b - a
     nk = state[0]
-    # keep the load factor under 1/2 and room in the key arrays and arena
-    if 2 * (nk + 1) > len(slots) or nk + 1 > len(key_off) or state[1] + n > len(arena):
+    # keep the load factor under 1/2 and room in the key offsets and the arena
+    if 2 * (nk + 1) > rows.shape[0] or nk + 2 > len(key_off) or state[1] + n > len(arena):
         return -1
-    slots[pos] = nk
-    key_off[nk] = state[1]
-    key_len[nk] = n
+    w0, w1, w2, h, tag = _key(buf, a, b)
+    rows[pos, 0] = w0
+    rows[pos, 1] = w1
+    rows[pos, 2] = w2
+    rows[pos, 3] = tag | np.uint64(nk + 1)
+    o = state[1]
     for i in range(n):
-        arena[state[1] + i] = buf[a + i]
-    state[1] += n
+        arena[o + i] = buf[a + i]
+    key_off[nk + 1] = o + n
+    state[1] = o + n
     state[0] = nk + 1
     return nk
+
+
+@njit(nogil=True, cache=True)
+def find_keys(buf, key_a, key_b, n, rows, key_off, arena, ids):
+    """``ids[r]`` = id of key ``buf[key_a[r]:key_b[r]]`` for ``r < n``, -1 when absent.
+
+    Returns how many are absent (then :func:`insert_keys`). The common case, a short key in
+    its home slot, is tested without branches (a mispredicted branch on a value still
+    coming from memory stalls the loop); anything else takes the full probe.
+    """
+    mask = rows.shape[0] - 1
+    miss = 0
+    for r in range(n):
+        a = key_a[r]
+        b = key_b[r]
+        w0, w1, w2, h, tag = _key(buf, a, b)
+        pos = np.int64(h & np.uint64(mask))
+        meta = rows[pos, 3]
+        home = ((rows[pos, 0] == w0) & (rows[pos, 1] == w1) & (rows[pos, 2] == w2)
+                & ((meta >> np.uint64(32)) << np.uint64(32) == tag) & (b - a <= INLINE))
+        if home:
+            ids[r] = np.int64(meta & np.uint64(0xFFFFFFFF)) - 1
+        else:
+            k, _ = _probe(buf, a, b, rows, key_off, arena)
+            ids[r] = k
+            miss += k < 0
+    return miss
+
+
+@njit(nogil=True, cache=True)
+def insert_keys(buf, key_a, key_b, n, rows, key_off, arena, state, ids, r0):
+    """Give ids to the absent keys (``ids[r] < 0``) from ``r0``, in order, so new keys are
+    numbered by first appearance. Returns -1 when done, else the ``r`` where the table must
+    grow (grow it and call again from there)."""
+    for r in range(r0, n):
+        if ids[r] < 0:
+            k = _lookup(buf, key_a[r], key_b[r], rows, key_off, arena, state)
+            if k < 0:
+                return r
+            ids[r] = k
+    return -1
+
+
+@njit(nogil=True, cache=True)
+def _rehash(old, rows, key_off, arena):
+    mask = rows.shape[0] - 1
+    for p in range(old.shape[0]):
+        meta = old[p, 3]
+        if meta == _EMPTY:
+            continue
+        k = np.int64(meta & np.uint64(0xFFFFFFFF)) - 1
+        n = np.int64(meta >> np.uint64(32))
+        h = _mix(old[p, 0], old[p, 1], old[p, 2], n)
+        if n > INLINE:
+            h = _tail_hash(h, arena, key_off[k] + INLINE, key_off[k] + n)
+        pos = np.int64(h & np.uint64(mask))
+        while rows[pos, 3] != _EMPTY:
+            pos = (pos + 1) & mask
+        for j in range(4):
+            rows[pos, j] = old[p, j]
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -81,13 +225,16 @@ def _uint_field(buf, i, n):
 
 
 @njit(nogil=True, cache=True)
-def parse_fragments(buf, pos, row, chrom_out, start_out, end_out, bc_out,
-                    c_slots, c_off, c_len, c_arena, c_state,
-                    b_slots, b_off, b_len, b_arena, b_state):
+def parse_fragments(buf, pos, row, chrom_out, start_out, end_out, bc_a, bc_b,
+                    c_rows, c_off, c_arena, c_state):
     """Parse lines of ``buf`` from byte ``pos``; fill outputs from index ``row``.
 
-    Returns ``(status, pos, row)``: ``OK`` when the block is done, ``GROW`` when a hash table
-    needs more room (grow it and call again with the returned ``pos``/``row``), ``BAD`` with
+    Barcodes are returned as byte spans ``buf[bc_a[r]:bc_b[r]]`` and given ids afterwards by
+    :func:`find_keys` / :func:`insert_keys`: a separate loop of independent probes is about
+    twice as fast as probing inside this loop, whose lines depend on each other.
+
+    Returns ``(status, pos, row)``: ``OK`` when the block is done, ``GROW`` when the chromosome
+    table needs more room (grow it and call again with the returned ``pos``/``row``), ``BAD`` with
     ``pos`` at the start of the first malformed line.
     """
     n = len(buf)
@@ -129,17 +276,15 @@ def parse_fragments(buf, pos, row, chrom_out, start_out, end_out, bc_out,
                     c = -1
                     break
         if c < 0:
-            c = _lookup(buf, ca, cb, c_slots, c_off, c_len, c_arena, c_state)
+            c = _lookup(buf, ca, cb, c_rows, c_off, c_arena, c_state)
             if c < 0:
                 return GROW, line, row
             pc, pc_a, pc_b = c, ca, cb
-        b = _lookup(buf, ba, bb, b_slots, b_off, b_len, b_arena, b_state)
-        if b < 0:
-            return GROW, line, row
         chrom_out[row] = c
         start_out[row] = s
         end_out[row] = e
-        bc_out[row] = b
+        bc_a[row] = ba
+        bc_b[row] = bb
         row += 1
         while i < n and buf[i] != 10:
             i += 1
@@ -147,13 +292,20 @@ def parse_fragments(buf, pos, row, chrom_out, start_out, end_out, bc_out,
     return OK, pos, row
 
 
+def _rows(n: int) -> np.ndarray:
+    """``(n, 4)`` zeroed uint64 rows starting on a 64-byte boundary (a row never straddles
+    two cache lines)."""
+    raw = np.zeros(4 * n + 8, dtype=np.uint64)
+    skip = (-raw.ctypes.data % 64) // 8
+    return raw[skip: skip + 4 * n].reshape(n, 4)
+
+
 class KeyTable:
     """Growable exact hash table of byte strings -> dense ids (first-appearance order)."""
 
     def __init__(self, capacity: int = 1 << 12, arena_bytes: int = 1 << 16):
-        self.slots = np.full(2 * capacity, -1, dtype=np.int64)
-        self.off = np.zeros(capacity, dtype=np.int64)
-        self.len = np.zeros(capacity, dtype=np.int32)
+        self.rows = _rows(2 * capacity)
+        self.off = np.zeros(capacity + 1, dtype=np.int64)  # key k is arena[off[k]:off[k + 1]]
         self.arena = np.zeros(arena_bytes, dtype=np.uint8)
         self.state = np.zeros(2, dtype=np.int64)  # n_keys, arena used
 
@@ -161,30 +313,21 @@ class KeyTable:
         return int(self.state[0])
 
     def arrays(self):
-        return self.slots, self.off, self.len, self.arena, self.state
+        return self.rows, self.off, self.arena, self.state
 
     def grow(self) -> None:
         """Double every store and rehash (keys keep their ids)."""
-        n = len(self)
-        cap = 2 * len(self.off)
-        self.off = np.concatenate([self.off, np.zeros(cap - len(self.off), np.int64)])
-        self.len = np.concatenate([self.len, np.zeros(cap - len(self.len), np.int32)])
+        self.off = np.concatenate([self.off, np.zeros(len(self.off), np.int64)])
         self.arena = np.concatenate([self.arena, np.zeros(len(self.arena), np.uint8)])
-        self.slots = np.full(2 * cap, -1, dtype=np.int64)
-        _rehash(self.slots, self.off, self.len, self.arena, n)
+        old, self.rows = self.rows, _rows(2 * len(self.rows))
+        _rehash(old, self.rows, self.off, self.arena)
 
     def keys(self, start: int = 0) -> list[str]:
         """Keys with ids ``start..`` as strings."""
-        a = self.arena
-        return [a[o:o + n].tobytes().decode("utf-8", "replace")
-                for o, n in zip(self.off[start:len(self)].tolist(), self.len[start:len(self)].tolist())]
-
-
-@njit(nogil=True, cache=True)
-def _rehash(slots, off, ln, arena, n):
-    mask = len(slots) - 1
-    for k in range(n):
-        pos = np.int64(_hash(arena, off[k], off[k] + ln[k]) & np.uint64(mask))
-        while slots[pos] >= 0:
-            pos = (pos + 1) & mask
-        slots[pos] = k
+        n = len(self)
+        if start >= n:
+            return []
+        off = self.off[start:n + 1]
+        text = self.arena[off[0]:off[-1]].tobytes()
+        rel = (off - off[0]).tolist()
+        return [text[a:b].decode("utf-8", "replace") for a, b in zip(rel[:-1], rel[1:])]

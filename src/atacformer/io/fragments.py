@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from atacformer._core.parse import GROW, OK, KeyTable, parse_fragments
+from atacformer._core.parse import GROW, OK, KeyTable, find_keys, insert_keys, parse_fragments
 from atacformer.errors import InputFormatError
 from atacformer.genome import normalize_chrom
 from atacformer.io._text import DEFAULT_BLOCK_BYTES, check_interval_fields, iter_blocks, locate_bad_line, skip_header
@@ -37,7 +37,7 @@ class FragmentBlock:
     chrom_codes: np.ndarray  # (n,) int32, file-wide chromosome ids
     starts: np.ndarray  # (n,) int64
     ends: np.ndarray  # (n,) int64
-    barcode_codes: np.ndarray  # (n,) int32, file-wide barcode ids
+    barcode_codes: np.ndarray  # (n,) int64, file-wide barcode ids
     text: bytes  # the raw block, kept for line-exact diagnostics
 
     def __len__(self) -> int:
@@ -97,24 +97,29 @@ class FragmentReader:
     def _parse(self, block: bytes, first_line: int, n_lines: int) -> FragmentBlock:
         buf = np.frombuffer(block, dtype=np.uint8)
         n = n_lines + 1
-        out = (np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int32))
+        codes, starts, ends = np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64)
+        bc_a, bc_b = np.empty(n, np.int64), np.empty(n, np.int64)
         pos = row = 0
         while True:
-            status, pos, row = parse_fragments(buf, pos, row, *out, *self._chroms.arrays(), *self._barcodes.arrays())
+            status, pos, row = parse_fragments(buf, pos, row, codes, starts, ends, bc_a, bc_b, *self._chroms.arrays())
             if status == OK:
                 break
             if status == GROW:
-                full = [t for t in (self._chroms, self._barcodes)
-                        if len(t) + 1 >= len(t.off) or t.state[1] + 4096 > len(t.arena)]
-                for t in full or (self._chroms, self._barcodes):
-                    t.grow()
+                self._chroms.grow()
                 continue
             self._fail(block, first_line, pos)
+        bt = self._barcodes
+        bcs = np.empty(row, np.int64)
+        r = 0 if find_keys(buf, bc_a, bc_b, row, bt.rows, bt.off, bt.arena, bcs) else -1
+        while r >= 0:
+            r = insert_keys(buf, bc_a, bc_b, row, *bt.arrays(), bcs, r)
+            if r >= 0:
+                bt.grow()
         if len(self._chrom_names) < len(self._chroms):
             self._chrom_names += [normalize_chrom(c) for c in self._chroms.keys(len(self._chrom_names))]
         return FragmentBlock(path=self.path, first_line=first_line, chroms=list(self._chrom_names),
-                             chrom_codes=out[0][:row], starts=out[1][:row], ends=out[2][:row],
-                             barcode_codes=out[3][:row], text=block)
+                             chrom_codes=codes[:row], starts=starts[:row], ends=ends[:row],
+                             barcode_codes=bcs, text=block)
 
     def _fail(self, block: bytes, first_line: int, pos: int):
         line_no = first_line + block.count(b"\n", 0, pos)

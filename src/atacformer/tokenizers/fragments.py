@@ -79,7 +79,7 @@ class _BlockMapper:
 
     def cells(self, fb: FragmentBlock) -> np.ndarray:
         if not self.fixed:  # rows are the file's barcodes in first-appearance order
-            return fb.barcode_codes.astype(np.int64)
+            return fb.barcode_codes.astype(np.int64, copy=False)
         if len(self.lut) < self.reader.n_barcodes:
             new = self.reader.barcodes(len(self.lut))
             self.lut = np.concatenate([self.lut, self.wl.get_indexer(new).astype(np.int64)])

@@ -2,9 +2,9 @@
 
 Each fragment ``[s, e)`` adds 1 to every vocabulary region it overlaps (``mode="fragment"``),
 or, with ``mode="insertion"``, each of its two Tn5 insertion sites (``s`` and ``e - 1``, the
-SnapATAC2 convention) adds 1 to the region containing it. Work is vectorised per block;
-duplicates within a block are summed right away so memory tracks the output matrix, not the
-number of fragments.
+SnapATAC2 convention) adds 1 to the region containing it. Work is compiled or vectorised per
+block; the (cell, token) pairs are summed as they stream (:class:`atacformer._core.sums.PairSums`),
+so memory tracks the output matrix, not the number of fragments.
 """
 
 from __future__ import annotations
@@ -17,18 +17,19 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from atacformer._core.binning import bin_pairs
+from atacformer._core import sums as _sums
 from atacformer._core.overlap import bin_span_pairs
 from atacformer.errors import GenomeMismatchError, InputFormatError
 from atacformer.genome import get_genome
 from atacformer.io._text import DEFAULT_BLOCK_BYTES, prefetch
 from atacformer.io.fragments import FragmentBlock, FragmentReader
-from atacformer.tokenizers._cells import TokenizedCells, csr_from_pairs
+from atacformer.tokenizers._cells import TokenizedCells
 from atacformer.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
 MODES = ("fragment", "insertion")
-# partial sums are merged once they exceed this many entries and twice the merged size
-MERGE_MIN_ENTRIES = 4_000_000
+# counted blocks are merged once they hold this many entries and twice the merged size
+MERGE_MIN_ENTRIES = _sums.MERGE_MIN_ENTRIES
 
 
 def is_contig(chrom: str) -> bool:
@@ -166,13 +167,6 @@ class _BlockMapper:
         return np.concatenate(out_r), np.concatenate(out_t)
 
 
-def _merge(parts_r, parts_c, parts_v, n_rows: int, n_cols: int):
-    """Sum the accumulated (row, col, count) parts into one deduplicated part."""
-    m = csr_from_pairs(np.concatenate(parts_r), np.concatenate(parts_c), n_rows, n_cols,
-                       data=np.concatenate(parts_v)).tocoo()
-    return [m.row.astype(np.int32)], [m.col.astype(np.int32)], [m.data.astype(np.int32)]
-
-
 def _norm(c: str) -> str:
     from atacformer.genome import normalize_chrom
 
@@ -223,8 +217,7 @@ def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, m
     g = get_genome(genome) if genome is not None else (get_genome(vocab.genome) if vocab.genome else None)
     reader = FragmentReader(p, block_bytes=block_bytes, threads=threads)
     m = _BlockMapper(vocab, g, barcodes, reader)
-    parts_r, parts_c, parts_v = [], [], []
-    pending = merged = 0
+    sums = _sums.PairSums(vocab.n_regions, merge_min_entries=MERGE_MIN_ENTRIES)
     n_frag = np.zeros(0, dtype=np.int64)
     bar = tqdm(desc=f"tokenizing {os.path.basename(p)}", unit=" fragments", unit_scale=True, disable=progress is False
                if progress is not None else None, leave=False)
@@ -242,23 +235,14 @@ def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, m
             rc = cell[r]
             ok = rc >= 0
             got = (rc[ok], t[ok])
-        blk = csr_from_pairs(got[0], got[1], n_cells_now, vocab.n_regions).tocoo()
-        parts_r.append(blk.row.astype(np.int32))
-        parts_c.append(blk.col.astype(np.int32))
-        parts_v.append(blk.data.astype(np.int32))
-        pending += blk.nnz
-        if pending > max(MERGE_MIN_ENTRIES, 2 * merged):
-            # merge the blocks' partial sums so memory tracks the output, not the fragments
-            parts_r, parts_c, parts_v = _merge(parts_r, parts_c, parts_v, n_cells_now, vocab.n_regions)
-            merged = pending = len(parts_r[0])
+        sums.add(*got)
         bar.update(len(fb))
     bar.close()
     n_cells = m.n_cells
     if len(n_frag) < n_cells:
         n_frag = np.concatenate([n_frag, np.zeros(n_cells - len(n_frag), np.int64)])
     n_frag = n_frag[:n_cells]
-    X = csr_from_pairs(np.concatenate(parts_r), np.concatenate(parts_c), n_cells, vocab.n_regions,
-                       data=np.concatenate(parts_v)) if parts_r else csr_from_pairs([], [], n_cells, vocab.n_regions)
+    X = sums.csr(n_cells)
     names = m.barcodes()
     keep = np.flatnonzero(n_frag >= min_fragments) if min_fragments > 0 else np.arange(n_cells)
     if len(keep) < n_cells:

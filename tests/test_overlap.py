@@ -72,16 +72,19 @@ def test_fused_bin_pairs_matches_numpy_path(queries, bin_size, insertion, drop):
     n = len(qs)
     cells = np.where(np.array(drop[:n], dtype=bool), -1, np.arange(n) % 3).astype(np.int64)
     nb = 400 // bin_size  # bins past the chromosome end give no token
-    rows, toks = np.empty(500 * n + 16, np.int64), np.empty(500 * n + 16, np.int64)
+    n_cols = 7 + nb + 5
+    keys = np.empty(500 * n + 16, np.int64)
     n_frag = np.zeros(3, np.int64)
     k = bin_pairs(np.zeros(n, np.int32), qs, qe, cells, np.array([7]), np.array([nb]), bin_size, insertion,
-                  rows, toks, n_frag)
+                  n_cols, keys, n_frag)
     assert k >= 0
+    assert (n_frag == np.bincount(cells[cells >= 0], minlength=3)).all()
     if k > 0:  # too little room: -1 and nothing counted, so the caller can fall back
         small = np.zeros(3, np.int64)
         assert bin_pairs(np.zeros(n, np.int32), qs, qe, cells, np.array([7]), np.array([nb]), bin_size,
-                         insertion, rows[:k - 1], toks[:k - 1], small) == -1
+                         insertion, n_cols, keys[:k - 1], small) == -1
         assert small.sum() == 0
+    rows, toks = keys[:k] // n_cols, keys[:k] % n_cols
     if insertion:
         keep = qe > qs
         s = np.concatenate([qs[keep], qe[keep] - 1])

@@ -15,15 +15,16 @@ from numba import njit
 
 @njit(nogil=True, cache=True)
 def bin_pairs(chrom_codes, starts, ends, cells, chrom_off, chrom_nbins, bin_size, insertion,
-              rows_out, toks_out, n_frag):
-    """Fill ``rows_out``/``toks_out`` with (cell, token) pairs; returns how many, or -1 when
-    they do not fit (a fragment spanning many bins), in which case nothing is counted.
+              n_cols, keys_out, n_frag):
+    """Fill ``keys_out`` with (cell, token) pairs as keys ``cell * n_cols + token`` (the form
+    :class:`atacformer._core.sums.PairSums` sums); returns how many, or -1 when they do not
+    fit (a fragment spanning many bins), in which case nothing is counted.
 
     ``cells[i] < 0`` drops fragment i (barcode not in the whitelist); ``chrom_off[k] < 0``
     drops chromosome k (absent from the vocabulary). ``n_frag[cell]`` is incremented for
     every fragment of a kept cell, whatever it overlaps.
     """
-    cap = len(rows_out)
+    cap = len(keys_out)
     m = 0
     for i in range(len(starts)):
         c = cells[i]
@@ -41,15 +42,13 @@ def bin_pairs(chrom_codes, starts, ends, cells, chrom_off, chrom_nbins, bin_size
             if b < nb:
                 if m >= cap:
                     return -1
-                rows_out[m] = c
-                toks_out[m] = off + b
+                keys_out[m] = c * n_cols + off + b
                 m += 1
             b = (e - 1) // bin_size
             if b < nb:
                 if m >= cap:
                     return -1
-                rows_out[m] = c
-                toks_out[m] = off + b
+                keys_out[m] = c * n_cols + off + b
                 m += 1
         else:
             b = s // bin_size
@@ -57,8 +56,7 @@ def bin_pairs(chrom_codes, starts, ends, cells, chrom_off, chrom_nbins, bin_size
             while b <= last and b < nb:
                 if m >= cap:
                     return -1
-                rows_out[m] = c
-                toks_out[m] = off + b
+                keys_out[m] = c * n_cols + off + b
                 m += 1
                 b += 1
     for i in range(len(starts)):

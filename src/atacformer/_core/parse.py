@@ -24,7 +24,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-OK, GROW, BAD = 0, 1, 2
+OK, GROW, BAD, FULL = 0, 1, 2, 3
 INLINE = 24  # key bytes held in a row
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xC2B2AE3D27D4EB4F)
@@ -225,7 +225,7 @@ def _uint_field(buf, i, n):
 
 
 @njit(nogil=True, cache=True)
-def parse_fragments(buf, pos, row, chrom_out, start_out, end_out, bc_a, bc_b,
+def parse_fragments(buf, pos, row, lines, chrom_out, start_out, end_out, bc_a, bc_b,
                     c_rows, c_off, c_arena, c_state):
     """Parse lines of ``buf`` from byte ``pos``; fill outputs from index ``row``.
 
@@ -233,11 +233,13 @@ def parse_fragments(buf, pos, row, chrom_out, start_out, end_out, bc_a, bc_b,
     :func:`find_keys` / :func:`insert_keys`: a separate loop of independent probes is about
     twice as fast as probing inside this loop, whose lines depend on each other.
 
-    Returns ``(status, pos, row)``: ``OK`` when the block is done, ``GROW`` when the chromosome
-    table needs more room (grow it and call again with the returned ``pos``/``row``), ``BAD`` with
-    ``pos`` at the start of the first malformed line.
+    Returns ``(status, pos, row, lines)`` (``lines``: lines consumed so far, blank ones
+    included): ``OK`` when the block is done, ``GROW`` when the chromosome table needs more
+    room, ``FULL`` when the outputs do (grow it or them and call again with the returned
+    ``pos``/``row``/``lines``), ``BAD`` with ``pos`` at the start of the first malformed line.
     """
     n = len(buf)
+    cap = len(start_out)
     pc_a = -1  # previous line's chromosome bytes: files are grouped by chromosome,
     pc_b = -1  # so most lines skip the chromosome hash lookup
     pc = -1
@@ -245,28 +247,31 @@ def parse_fragments(buf, pos, row, chrom_out, start_out, end_out, bc_a, bc_b,
         line = pos
         if buf[pos] == 10:  # empty line
             pos += 1
+            lines += 1
             continue
+        if row >= cap:
+            return FULL, line, row, lines
         # field 1: chrom
         i = pos
         while i < n and buf[i] != 9 and buf[i] != 10:
             i += 1
         if i >= n or buf[i] != 9 or i == pos:
-            return BAD, line, row
+            return BAD, line, row, lines
         ca, cb = pos, i
         # fields 2, 3: unsigned decimal integers (at most 18 digits)
         s, i = _uint_field(buf, i + 1, n)
         if i < 0:
-            return BAD, line, row
+            return BAD, line, row, lines
         e, i = _uint_field(buf, i + 1, n)
         if i < 0:
-            return BAD, line, row
+            return BAD, line, row, lines
         # field 4: barcode, ends at tab, '\r' or newline
         i += 1
         ba = i
         while i < n and buf[i] != 9 and buf[i] != 10 and buf[i] != 13:
             i += 1
         if i == ba or s > e:
-            return BAD, line, row
+            return BAD, line, row, lines
         bb = i
         c = -1
         if pc >= 0 and cb - ca == pc_b - pc_a:
@@ -278,7 +283,7 @@ def parse_fragments(buf, pos, row, chrom_out, start_out, end_out, bc_a, bc_b,
         if c < 0:
             c = _lookup(buf, ca, cb, c_rows, c_off, c_arena, c_state)
             if c < 0:
-                return GROW, line, row
+                return GROW, line, row, lines
             pc, pc_a, pc_b = c, ca, cb
         chrom_out[row] = c
         start_out[row] = s
@@ -286,10 +291,11 @@ def parse_fragments(buf, pos, row, chrom_out, start_out, end_out, bc_a, bc_b,
         bc_a[row] = ba
         bc_b[row] = bb
         row += 1
+        lines += 1
         while i < n and buf[i] != 10:
             i += 1
         pos = i + 1
-    return OK, pos, row
+    return OK, pos, row, lines
 
 
 def _rows(n: int) -> np.ndarray:

@@ -110,6 +110,12 @@ class PairSums:
             raise OverflowError("too many rows for int64 (row, column) keys")
         keys = rows * self.n_cols
         keys += cols
+        self.add_keys(keys)
+
+    def add_keys(self, keys: np.ndarray) -> None:
+        """Add pairs already as keys ``row * n_cols + col`` (int64)."""
+        if not len(keys):
+            return
         self._pending.append(keys)
         self._n_pending += len(keys)
         if self._n_pending > max(self.merge_min, len(self._keys)):

@@ -38,10 +38,11 @@ def normalize_chrom(name: str) -> str:
 
 def normalize_chroms(names) -> np.ndarray:
     """Vectorised :func:`normalize_chrom` over unique names (fast for categorical data)."""
-    names = np.asarray(names, dtype=object)
-    uniq, inv = np.unique(names.astype(str), return_inverse=True)
-    mapped = np.array([normalize_chrom(u) for u in uniq], dtype=object)
-    return mapped[inv]
+    import pandas as pd
+
+    codes, uniq = pd.factorize(np.asarray(names, dtype=object))
+    mapped = np.array([str(normalize_chrom(str(u))) for u in uniq], dtype=object)
+    return mapped[codes]
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,45 @@ def iter_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES, threads: int = 1):
         f.close()
 
 
+def iter_pieces(path, block_bytes: int = DEFAULT_BLOCK_BYTES, threads: int = 1, lines_done=None):
+    """Yield pieces of whole lines, about ``block_bytes`` each, without copying them.
+
+    Each read's lines are yielded as a ``memoryview`` into the decompressed buffer; only the
+    line split across two reads is copied (a small ``bytes`` piece). Lines are not counted
+    here (a caller that parses them counts them for free). A truncated or corrupt gzip
+    stream raises :class:`InputFormatError` naming the file and, when ``lines_done()`` tells
+    it, the last complete line.
+    """
+    p = os.fspath(path)
+    rest = b""
+    f = open_binary(p, threads=threads)
+    try:
+        while True:
+            try:
+                data = f.read(block_bytes)
+            except (EOFError, zlib.error, OSError) as e:
+                after = f" after line {lines_done()}" if lines_done is not None else ""
+                raise InputFormatError(p, f"truncated or corrupt compressed file{after}: {e}") from None
+            if not data:
+                break
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                rest += data
+                continue
+            start = 0
+            if rest:
+                nl = data.find(b"\n")
+                yield rest + data[: nl + 1]
+                start = nl + 1
+            if start <= cut:
+                yield memoryview(data)[start: cut + 1]
+            rest = data[cut + 1:]
+        if rest:
+            yield rest + b"\n"
+    finally:
+        f.close()
+
+
 def prefetch(iterable, depth: int = 2):
     """Iterate ``iterable`` in a background thread, at most ``depth`` items ahead.
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from atacformer._core.parse import GROW, OK, KeyTable, find_keys, insert_keys, parse_fragments
+from atacformer._core.parse import FULL, GROW, OK, KeyTable, find_keys, insert_keys, parse_fragments
 from atacformer.errors import InputFormatError
 from atacformer.genome import normalize_chrom
-from atacformer.io._text import DEFAULT_BLOCK_BYTES, check_interval_fields, iter_blocks, locate_bad_line, skip_header
+from atacformer.io._text import DEFAULT_BLOCK_BYTES, check_interval_fields, iter_pieces, locate_bad_line, skip_header
 
 _COLUMNS = "chrom start end barcode [count]"
 
@@ -38,14 +38,14 @@ class FragmentBlock:
     starts: np.ndarray  # (n,) int64
     ends: np.ndarray  # (n,) int64
     barcode_codes: np.ndarray  # (n,) int64, file-wide barcode ids
-    text: bytes  # the raw block, kept for line-exact diagnostics
+    text: bytes | memoryview  # the raw lines, kept for line-exact diagnostics
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def fail_at(self, check, error=InputFormatError) -> None:
         """Raise ``error`` at the first line where ``check(fields)`` returns (message, value)."""
-        locate_bad_line(self.path, self.text, self.first_line, check, error=error)
+        locate_bad_line(self.path, bytes(self.text), self.first_line, check, error=error)
         raise error(self.path, "invalid fragment block", line=self.first_line)
 
 
@@ -85,6 +85,8 @@ class FragmentReader:
         self._chroms = KeyTable(capacity=64, arena_bytes=1 << 12)
         self._barcodes = KeyTable()
         self._chrom_names: list[str] = []
+        self._bytes_seen = self._lines_seen = 0
+        self._bytes_per_line = 32.0
 
     @property
     def n_barcodes(self) -> int:
@@ -94,20 +96,30 @@ class FragmentReader:
         """Barcodes seen so far with ids ``start..`` (all by default)."""
         return self._barcodes.keys(start)
 
-    def _parse(self, block: bytes, first_line: int, n_lines: int) -> FragmentBlock:
-        buf = np.frombuffer(block, dtype=np.uint8)
-        n = n_lines + 1
-        codes, starts, ends = np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64)
-        bc_a, bc_b = np.empty(n, np.int64), np.empty(n, np.int64)
-        pos = row = 0
+    def _outputs(self, n: int):
+        return (np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64),
+                np.empty(n, np.int64), np.empty(n, np.int64))
+
+    def _parse(self, piece, first_line: int) -> tuple[FragmentBlock, int]:
+        """Parse one piece of whole lines; returns the block and the number of lines read."""
+        buf = np.frombuffer(piece, dtype=np.uint8)
+        # room for the expected number of lines (running mean line length), grown if short
+        out = self._outputs(int(len(buf) / (0.8 * self._bytes_per_line)) + 64)
+        pos = row = lines = 0
         while True:
-            status, pos, row = parse_fragments(buf, pos, row, codes, starts, ends, bc_a, bc_b, *self._chroms.arrays())
+            status, pos, row, lines = parse_fragments(buf, pos, row, lines, *out, *self._chroms.arrays())
             if status == OK:
                 break
             if status == GROW:
                 self._chroms.grow()
-                continue
-            self._fail(block, first_line, pos)
+            elif status == FULL:
+                bigger = self._outputs(2 * len(out[0]))
+                for old, new in zip(out, bigger):
+                    new[:row] = old[:row]
+                out = bigger
+            else:
+                self._fail(piece, first_line, pos, lines)
+        codes, starts, ends, bc_a, bc_b = out
         bt = self._barcodes
         bcs = np.empty(row, np.int64)
         r = 0 if find_keys(buf, bc_a, bc_b, row, bt.rows, bt.off, bt.arena, bcs) else -1
@@ -117,28 +129,36 @@ class FragmentReader:
                 bt.grow()
         if len(self._chrom_names) < len(self._chroms):
             self._chrom_names += [normalize_chrom(c) for c in self._chroms.keys(len(self._chrom_names))]
-        return FragmentBlock(path=self.path, first_line=first_line, chroms=list(self._chrom_names),
-                             chrom_codes=codes[:row], starts=starts[:row], ends=ends[:row],
-                             barcode_codes=bcs, text=block)
+        self._bytes_seen += len(buf)
+        self._lines_seen += lines
+        self._bytes_per_line = max(8.0, self._bytes_seen / max(self._lines_seen, 1))
+        fb = FragmentBlock(path=self.path, first_line=first_line, chroms=list(self._chrom_names),
+                           chrom_codes=codes[:row], starts=starts[:row], ends=ends[:row],
+                           barcode_codes=bcs, text=piece)
+        return fb, lines
 
-    def _fail(self, block: bytes, first_line: int, pos: int):
-        line_no = first_line + block.count(b"\n", 0, pos)
+    def _fail(self, piece, first_line: int, pos: int, lines: int):
+        block = bytes(piece)
         end = block.find(b"\n", pos)
         text = block[pos:end if end >= 0 else len(block)].rstrip(b"\r").decode("utf-8", "replace")
         res = _check_fragment(text.split("\t"))
         msg, value = res if res is not None else (f"malformed line; expected '{_COLUMNS}'", text)
-        raise InputFormatError(self.path, msg, line=line_no, value=value)
+        raise InputFormatError(self.path, msg, line=first_line + lines, value=value)
 
     def __iter__(self):
         started = False
         any_rows = False
-        for block, line, n_lines in iter_blocks(self.path, block_bytes=self.block_bytes, threads=self.threads):
+        line = 1
+        for piece in iter_pieces(self.path, block_bytes=self.block_bytes, threads=self.threads,
+                                 lines_done=lambda: line - 1):
             if not started:
-                block, line = skip_header(block, line)
-                if not block.strip():
+                piece, line = skip_header(bytes(piece), line)
+                if not piece.strip():
+                    line += piece.count(b"\n")
                     continue
                 started = True
-            fb = self._parse(block, line, n_lines)
+            fb, n = self._parse(piece, line)
+            line += n
             if len(fb):
                 any_rows = True
                 yield fb

@@ -64,6 +64,7 @@ class _BlockMapper:
         self.reader = reader
         self.offsets = vocab._chrom_offset()
         self.counts = vocab.chrom_region_counts()
+        self._tables = None
         self.fixed = whitelist is not None
         if self.fixed:
             self.wl = pd.Index(list(whitelist), dtype=object)
@@ -86,40 +87,51 @@ class _BlockMapper:
             self.lut = np.concatenate([self.lut, self.wl.get_indexer(new).astype(np.int64)])
         return self.lut[fb.barcode_codes]
 
-    def check_genome(self, fb: FragmentBlock) -> np.ndarray:
-        """Validate chromosomes/coordinates; return a per-local-chrom 'usable' mask."""
+    def _chrom_tables(self, fb: FragmentBlock):
+        """Per file chromosome id: usable, length, vocabulary offset and bin count. Ids are
+        file-wide and only grow, so this is recomputed only when a block brings a new one
+        (the chromosome is validated then, on that block)."""
+        if self._tables is not None and len(self._tables[0]) == len(fb.chroms):
+            return self._tables
         usable = np.ones(len(fb.chroms), dtype=bool)
+        length = np.full(len(fb.chroms), np.iinfo(np.int64).max, dtype=np.int64)
+        if self.genome is not None:
+            sizes = self.genome.chrom_sizes
+            for k, c in enumerate(fb.chroms):
+                if c in sizes:
+                    length[k] = sizes[c]
+                    continue
+                if is_contig(c):
+                    usable[k] = False
+                    continue
+                fb.fail_at(lambda f, bad=c: (f"chromosome {f[0]!r} is not in genome {self.genome.name}", f[0])
+                           if _norm(f[0]) == bad else None, error=GenomeMismatchError)
+        off = np.array([self.offsets.get(c, -1) if usable[k] else -1 for k, c in enumerate(fb.chroms)], np.int64)
+        nb = np.array([self.counts.get(c, 0) for c in fb.chroms], np.int64)
+        self._tables = (usable, length, off, nb)
+        return self._tables
+
+    def check_genome(self, fb: FragmentBlock) -> np.ndarray:
+        """Validate chromosomes/coordinates; return a per-file-chrom 'usable' mask."""
+        usable, length, _, _ = self._chrom_tables(fb)
         if self.genome is None:
             return usable
-        sizes = self.genome.chrom_sizes
-        for k, c in enumerate(fb.chroms):
-            if c in sizes:
-                continue
-            if is_contig(c):
-                usable[k] = False
-                continue
-            bad = fb.chroms[k]
-            fb.fail_at(lambda f, bad=bad: (f"chromosome {f[0]!r} is not in genome {self.genome.name}", f[0])
-                       if _norm(f[0]) == bad else None, error=GenomeMismatchError)
-        length = np.array([sizes.get(c, np.iinfo(np.int64).max) for c in fb.chroms], dtype=np.int64)
         over = fb.ends > length[fb.chrom_codes]
         if over.any():
+            sizes = self.genome.chrom_sizes
             fb.fail_at(lambda f: (f"end lies past the end of {_norm(f[0])} ({sizes[_norm(f[0])]} bp) "
                                   f"in genome {self.genome.name}", int(f[2]))
                        if _norm(f[0]) in sizes and int(f[2]) > sizes[_norm(f[0])] else None,
                        error=GenomeMismatchError)
         return usable
 
-    def bin_pairs(self, fb: FragmentBlock, usable: np.ndarray, cell: np.ndarray, mode: str, n_frag: np.ndarray):
-        """Fused (cell, token) pairs for a bin vocabulary; ``None`` when they do not fit."""
-        off = np.array([self.offsets.get(c, -1) if usable[k] else -1 for k, c in enumerate(fb.chroms)], np.int64)
-        nb = np.array([self.counts.get(c, 0) for c in fb.chroms], np.int64)
-        cap = 2 * len(fb) + 16
-        rows = np.empty(cap, np.int64)
-        toks = np.empty(cap, np.int64)
+    def bin_keys(self, fb: FragmentBlock, cell: np.ndarray, mode: str, n_frag: np.ndarray):
+        """Fused (cell, token) keys for a bin vocabulary; ``None`` when they do not fit."""
+        _, _, off, nb = self._chrom_tables(fb)
+        keys = np.empty(2 * len(fb) + 16, np.int64)
         k = bin_pairs(fb.chrom_codes, fb.starts, fb.ends, cell, off, nb, self.vocab.bin_size,
-                      mode == "insertion", rows, toks, n_frag)
-        return None if k < 0 else (rows[:k], toks[:k])
+                      mode == "insertion", self.vocab.n_regions, keys, n_frag)
+        return None if k < 0 else keys[:k]
 
     def pairs(self, fb: FragmentBlock, usable: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
         """``(row_in_block, token_id)`` pairs of one block."""
@@ -143,8 +155,7 @@ class _BlockMapper:
         codes = fb.chrom_codes[rows]
         v = self.vocab
         if v.bin_size is not None:
-            off = np.array([self.offsets.get(c, -1) if usable[k] else -1 for k, c in enumerate(fb.chroms)], np.int64)
-            nb = np.array([self.counts.get(c, 0) for c in fb.chroms], np.int64)
+            _, _, off, nb = self._chrom_tables(fb)
             ok = off[codes] >= 0
             rows, starts, ends, codes = rows[ok], starts[ok], ends[ok], codes[ok]
             q, b = bin_span_pairs(starts, ends, v.bin_size)
@@ -227,15 +238,16 @@ def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, m
         n_cells_now = m.n_cells
         if len(n_frag) < n_cells_now:
             n_frag = np.concatenate([n_frag, np.zeros(max(n_cells_now - len(n_frag), len(n_frag)), np.int64)])
-        got = m.bin_pairs(fb, usable, cell, mode, n_frag) if vocab.bin_size is not None else None
-        if got is None:  # any universe, or a fragment spanning many bins
+        keys = m.bin_keys(fb, cell, mode, n_frag) if vocab.bin_size is not None else None
+        if keys is None:  # any universe, or a fragment spanning many bins
             known = cell >= 0
             n_frag[: n_cells_now] += np.bincount(cell[known], minlength=n_cells_now)
             r, t = m.pairs(fb, usable, mode)
             rc = cell[r]
             ok = rc >= 0
-            got = (rc[ok], t[ok])
-        sums.add(*got)
+            sums.add(rc[ok], t[ok])
+        else:
+            sums.add_keys(keys)
         bar.update(len(fb))
     bar.close()
     n_cells = m.n_cells

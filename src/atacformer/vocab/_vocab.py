@@ -85,14 +85,14 @@ class Vocabulary:
             raise ValueError(f"bin_size must be positive, got {bin_size}")
         g = get_genome(genome)
         chroms = g.primary_chroms() if chroms is None else [c for c in normalize_chroms(chroms)]
-        cs, ss, es = [], [], []
+        ns, ss, es = [], [], []
         for c in chroms:
             n = g.length(c)
             s = np.arange(0, n, bin_size, dtype=np.int64)
-            cs.append(np.full(len(s), c, dtype=object))
+            ns.append(len(s))
             ss.append(s)
             es.append(np.minimum(s + bin_size, n))
-        return cls(np.concatenate(cs), np.concatenate(ss), np.concatenate(es),
+        return cls(np.repeat(np.asarray(chroms, dtype=object), ns), np.concatenate(ss), np.concatenate(es),
                    special_tokens=special_tokens, genome=g.name, bin_size=bin_size)
 
     @classmethod
@@ -192,9 +192,10 @@ class Vocabulary:
     # -- overlap ------------------------------------------------------------------------
     def _chrom_offset(self) -> dict[str, int]:
         if self._chrom_offsets is None:
-            uniq, first, counts = np.unique(self.chroms, return_index=True, return_counts=True)
-            self._chrom_offsets = {c: int(i) for c, i in zip(uniq, first)}
-            self._chrom_count = {c: int(n) for c, n in zip(uniq, counts)}
+            codes, uniq = pd.factorize(self.chroms)  # hashing: linear, unlike a sort of strings
+            _, first, counts = np.unique(codes, return_index=True, return_counts=True)
+            self._chrom_offsets = {str(c): int(i) for c, i in zip(uniq, first)}
+            self._chrom_count = {str(c): int(n) for c, n in zip(uniq, counts)}
         return self._chrom_offsets
 
     def _chrom_index(self, chrom: str):

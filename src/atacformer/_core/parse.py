@@ -46,6 +46,61 @@ def _load_u64(typingctx, arr, idx):
     return sig, codegen
 
 
+@intrinsic
+def _cttz(typingctx, x):
+    """Count of trailing zero bits of a uint64 (64 for 0)."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 0))
+
+    return sig, codegen
+
+
+_LO = np.uint64(0x0101010101010101)
+_HI = np.uint64(0x8080808080808080)
+_TAB = np.uint64(0x0909090909090909)
+_LF = np.uint64(0x0A0A0A0A0A0A0A0A)
+_CR = np.uint64(0x0D0D0D0D0D0D0D0D)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _zero_bytes(x):
+    """High bit set in the bytes of ``x`` that are zero (exact up to the first one, which is
+    all that is used: borrows only run upwards)."""
+    return (x - _LO) & ~x & _HI
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _find_sep(buf, i, n, cr):
+    """First index >= ``i`` holding a tab or newline (or '\r' when ``cr``), else ``n``;
+    eight bytes at a time."""
+    while i + 8 <= n:
+        w = _load_u64(buf, i)
+        m = _zero_bytes(w ^ _TAB) | _zero_bytes(w ^ _LF)
+        if cr:
+            m |= _zero_bytes(w ^ _CR)
+        if m != _EMPTY:
+            return i + np.int64(_cttz(m) >> np.uint64(3))
+        i += 8
+    while i < n and buf[i] != 9 and buf[i] != 10 and not (cr and buf[i] == 13):
+        i += 1
+    return i
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _find_lf(buf, i, n):
+    """First index >= ``i`` holding a newline, else ``n``."""
+    while i + 8 <= n:
+        m = _zero_bytes(_load_u64(buf, i) ^ _LF)
+        if m != _EMPTY:
+            return i + np.int64(_cttz(m) >> np.uint64(3))
+        i += 8
+    while i < n and buf[i] != 10:
+        i += 1
+    return i
+
+
 @njit(nogil=True, cache=True, inline="always")
 def _word(buf, a, b):
     """Bytes ``buf[a:min(a + 8, b)]`` as a little-endian word, zero padded."""
@@ -211,17 +266,59 @@ def _rehash(old, rows, key_off, arena):
             rows[pos, j] = old[p, j]
 
 
+_ZEROS = np.uint64(0x3030303030303030)
+_SIX = np.uint64(0x0606060606060606)
+_F0 = np.uint64(0xF0F0F0F0F0F0F0F0)
+_THREES = np.uint64(0x3333333333333333)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _digits8(buf, a, k):
+    """Value of the ``k`` (1..8) ASCII digits at ``buf[a:a + k]``, or -1 if one is not a
+    digit; needs ``a + 8 <= len(buf)``. Eight digits are combined in three multiply-adds
+    (the SWAR method of simdjson/Lemire)."""
+    w = _load_u64(buf, a)
+    if k < 8:  # keep the k digits in the high bytes, pad the low ones with '0'
+        w = (w << np.uint64(8 * (8 - k))) | (_ZEROS >> np.uint64(8 * k))
+    if (w & _F0) | (((w + _SIX) & _F0) >> np.uint64(4)) != _THREES:
+        return np.int64(-1)
+    w -= _ZEROS
+    w = ((w & np.uint64(0x0F000F000F000F00)) >> np.uint64(8)) + (w & np.uint64(0x000F000F000F000F)) * np.uint64(10)
+    w = ((w & np.uint64(0x00FF000000FF0000)) >> np.uint64(16)) + (w & np.uint64(0x000000FF000000FF)) * np.uint64(100)
+    w = ((w & np.uint64(0x0000FFFF00000000)) >> np.uint64(32)) + (w & np.uint64(0x000000000000FFFF)) * np.uint64(10000)
+    return np.int64(w)
+
+
 @njit(nogil=True, cache=True, inline="always")
 def _uint_field(buf, i, n):
-    """Parse the digits from ``i`` up to a tab; returns (value, index of the tab) or (0, -1)."""
-    d0 = i
-    v = np.int64(0)
-    while i < n and buf[i] >= 48 and buf[i] <= 57:
-        v = v * 10 + (buf[i] - 48)
-        i += 1
-    if i == d0 or i >= n or buf[i] != 9 or i - d0 > 18:
+    """Parse the digits from ``i`` up to a tab; returns (value, index of the tab) or (0, -1).
+
+    At most 18 digits; eight at a time when the buffer has room, else one by one.
+    """
+    t = _find_sep(buf, i, n, False)
+    k = t - i
+    if t >= n or buf[t] != 9 or k == 0 or k > 18:
         return np.int64(0), -1
-    return v, i
+    if t + 8 <= n:  # the last 8 digits, then the 8 before, then the rest
+        lo = min(k, 8)
+        v = _digits8(buf, t - lo, lo)
+        if k > 8:
+            m = min(k - 8, 8)
+            h = _digits8(buf, t - lo - m, m)
+            v = np.int64(-1) if v < 0 or h < 0 else h * 100000000 + v
+            if k > 16:
+                g = _digits8(buf, i, k - 16)
+                v = np.int64(-1) if v < 0 or g < 0 else g * 10000000000000000 + v
+        if v < 0:
+            return np.int64(0), -1
+        return v, t
+    v = np.int64(0)
+    for j in range(i, t):
+        d = buf[j]
+        if d < 48 or d > 57:
+            return np.int64(0), -1
+        v = v * 10 + (d - 48)
+    return v, t
 
 
 @njit(nogil=True, cache=True)
@@ -252,9 +349,7 @@ def parse_fragments(buf, pos, row, lines, chrom_out, start_out, end_out, bc_a, b
         if row >= cap:
             return FULL, line, row, lines
         # field 1: chrom
-        i = pos
-        while i < n and buf[i] != 9 and buf[i] != 10:
-            i += 1
+        i = _find_sep(buf, pos, n, False)
         if i >= n or buf[i] != 9 or i == pos:
             return BAD, line, row, lines
         ca, cb = pos, i
@@ -268,8 +363,7 @@ def parse_fragments(buf, pos, row, lines, chrom_out, start_out, end_out, bc_a, b
         # field 4: barcode, ends at tab, '\r' or newline
         i += 1
         ba = i
-        while i < n and buf[i] != 9 and buf[i] != 10 and buf[i] != 13:
-            i += 1
+        i = _find_sep(buf, i, n, True)
         if i == ba or s > e:
             return BAD, line, row, lines
         bb = i
@@ -292,9 +386,7 @@ def parse_fragments(buf, pos, row, lines, chrom_out, start_out, end_out, bc_a, b
         bc_b[row] = bb
         row += 1
         lines += 1
-        while i < n and buf[i] != 10:
-            i += 1
-        pos = i + 1
+        pos = _find_lf(buf, i, n) + 1
     return OK, pos, row, lines
 
 

@@ -36,39 +36,46 @@ def open_binary(path, threads: int = 1):
     return open(p, "rb", buffering=1 << 20)
 
 
+def _reads(path: str, block_bytes: int, threads: int, lines_done):
+    """Successive reads of about ``block_bytes`` decompressed bytes; a truncated or corrupt
+    gzip stream raises :class:`InputFormatError` naming the file and, when ``lines_done()``
+    tells it, the last complete line."""
+    f = open_binary(path, threads=threads)
+    try:
+        while True:
+            try:
+                data = f.read(block_bytes)
+            except (EOFError, zlib.error, OSError) as e:
+                after = f" after line {lines_done()}" if lines_done is not None else ""
+                raise InputFormatError(path, f"truncated or corrupt compressed file{after}: {e}") from None
+            if not data:
+                return
+            yield data
+    finally:
+        f.close()
+
+
 def iter_blocks(path, block_bytes: int = DEFAULT_BLOCK_BYTES, threads: int = 1):
     """Yield ``(block, first_line_number, n_lines)``: whole lines, about ``block_bytes`` each.
 
     Line numbers are 1-based in the decompressed text. A truncated or corrupt gzip stream
     raises :class:`InputFormatError` naming the file and the last complete line.
     """
-    p = os.fspath(path)
     line_no = 1
     rest = b""
-    f = open_binary(p, threads=threads)
-    try:
-        while True:
-            try:
-                data = f.read(block_bytes)
-            except (EOFError, zlib.error, OSError) as e:
-                done = line_no - 1 + rest.count(b"\n")
-                raise InputFormatError(p, f"truncated or corrupt compressed file after line {done}: {e}") from None
-            if not data:
-                break
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                rest += data
-                continue
-            # one copy per block: the carried partial line + this read up to its last newline
-            block = rest + data[: cut + 1] if rest else data[: cut + 1]
-            rest = data[cut + 1 :]
-            n_lines = block.count(b"\n")
-            yield block, line_no, n_lines
-            line_no += n_lines
-        if rest:
-            yield rest + b"\n", line_no, 1
-    finally:
-        f.close()
+    for data in _reads(os.fspath(path), block_bytes, threads, lambda: line_no - 1 + rest.count(b"\n")):
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            rest += data
+            continue
+        # one copy per block: the carried partial line + this read up to its last newline
+        block = rest + data[: cut + 1] if rest else data[: cut + 1]
+        rest = data[cut + 1 :]
+        n_lines = block.count(b"\n")
+        yield block, line_no, n_lines
+        line_no += n_lines
+    if rest:
+        yield rest + b"\n", line_no, 1
 
 
 def iter_pieces(path, block_bytes: int = DEFAULT_BLOCK_BYTES, threads: int = 1, lines_done=None):
@@ -80,34 +87,22 @@ def iter_pieces(path, block_bytes: int = DEFAULT_BLOCK_BYTES, threads: int = 1, 
     stream raises :class:`InputFormatError` naming the file and, when ``lines_done()`` tells
     it, the last complete line.
     """
-    p = os.fspath(path)
     rest = b""
-    f = open_binary(p, threads=threads)
-    try:
-        while True:
-            try:
-                data = f.read(block_bytes)
-            except (EOFError, zlib.error, OSError) as e:
-                after = f" after line {lines_done()}" if lines_done is not None else ""
-                raise InputFormatError(p, f"truncated or corrupt compressed file{after}: {e}") from None
-            if not data:
-                break
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                rest += data
-                continue
-            start = 0
-            if rest:
-                nl = data.find(b"\n")
-                yield rest + data[: nl + 1]
-                start = nl + 1
-            if start <= cut:
-                yield memoryview(data)[start: cut + 1]
-            rest = data[cut + 1:]
+    for data in _reads(os.fspath(path), block_bytes, threads, lines_done):
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            rest += data
+            continue
+        start = 0
         if rest:
-            yield rest + b"\n"
-    finally:
-        f.close()
+            nl = data.find(b"\n")
+            yield rest + data[: nl + 1]
+            start = nl + 1
+        if start <= cut:
+            yield memoryview(data)[start: cut + 1]
+        rest = data[cut + 1:]
+    if rest:
+        yield rest + b"\n"
 
 
 def prefetch(iterable, depth: int = 2):

@@ -19,10 +19,15 @@ error naming the line and value.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
+
+if sys.byteorder != "little":  # the word-at-a-time code reads bytes as little-endian words
+    raise ImportError("atacformer's fragments parser needs a little-endian CPU (x86-64, ARM64)")
 
 OK, GROW, BAD, FULL = 0, 1, 2, 3
 INLINE = 24  # key bytes held in a row

@@ -84,52 +84,42 @@ def bins_bed(path: Path) -> Path:
 
 
 # --- the methods, each run in its own process ---------------------------------------------
-def run_floor(frag, _):
+def _decompress(frag, per_read):
+    """Decompress with ISA-L in 32 MB reads; ``per_read(bytes)`` returns a line count."""
     from isal import igzip_threaded
 
     t = time.perf_counter()
     n = 0
     with igzip_threaded.open(frag, "rb", threads=1) as f:
-        while True:
-            b = f.read(32 << 20)
-            if not b:
-                break
-            n += len(b.split(b"\n"))
+        while b := f.read(32 << 20):
+            n += per_read(b)
     return {"lines": n, "work_s": time.perf_counter() - t}
+
+
+def run_floor(frag, _):
+    return _decompress(frag, lambda b: len(b.split(b"\n")))
 
 
 def run_decompress(frag, _):
-    from isal import igzip_threaded
+    return _decompress(frag, lambda b: b.count(b"\n"))
+
+
+def _atacformer(frag, mode):
+    from atacformer.tokenizers import tokenize_fragments
+    from atacformer.vocab import Vocabulary
 
     t = time.perf_counter()
-    n = 0
-    with igzip_threaded.open(frag, "rb", threads=1) as f:
-        while True:
-            b = f.read(32 << 20)
-            if not b:
-                break
-            n += b.count(b"\n")
-    return {"lines": n, "work_s": time.perf_counter() - t}
+    v = Vocabulary.from_bins("hg38", 5000, chroms=CHROMS)
+    c = tokenize_fragments(frag, v, mode=mode, progress=False)
+    return {"cells": c.n_cells, "nnz": int(c.X.nnz), "sum": int(c.X.sum()), "work_s": time.perf_counter() - t}
 
 
 def run_atacformer(frag, _):
-    from atacformer.tokenizers import tokenize_fragments
-    from atacformer.vocab import Vocabulary
-
-    t = time.perf_counter()
-    v = Vocabulary.from_bins("hg38", 5000, chroms=CHROMS)
-    c = tokenize_fragments(frag, v, progress=False)
-    return {"cells": c.n_cells, "nnz": int(c.X.nnz), "sum": int(c.X.sum()), "work_s": time.perf_counter() - t}
+    return _atacformer(frag, "fragment")
 
 
 def run_atacformer_insertion(frag, _):
-    from atacformer.tokenizers import tokenize_fragments
-    from atacformer.vocab import Vocabulary
-
-    t = time.perf_counter()
-    v = Vocabulary.from_bins("hg38", 5000, chroms=CHROMS)
-    c = tokenize_fragments(frag, v, mode="insertion", progress=False)
-    return {"cells": c.n_cells, "nnz": int(c.X.nnz), "sum": int(c.X.sum()), "work_s": time.perf_counter() - t}
+    return _atacformer(frag, "insertion")
 
 
 def run_gtars(frag, bed):

@@ -21,22 +21,16 @@ MERGE_MIN_ENTRIES = 4_000_000
 
 
 @njit(nogil=True, cache=True)
-def _run_lengths(keys, weights, out_keys, out_sums):
-    """Sum ``weights`` over runs of equal sorted ``keys``; ``weights`` empty = all ones.
-    Returns the number of runs written."""
+def _run_lengths(keys, out_keys, out_counts):
+    """Count the runs of equal sorted ``keys``; returns the number of runs written."""
     m = -1
-    last = np.int64(-1)
-    ones = len(weights) == 0
     for i in range(len(keys)):
-        k = keys[i]
-        w = 1 if ones else weights[i]
-        if k != last or m < 0:
+        if m < 0 or keys[i] != out_keys[m]:
             m += 1
-            out_keys[m] = k
-            out_sums[m] = w
-            last = k
+            out_keys[m] = keys[i]
+            out_counts[m] = 1
         else:
-            out_sums[m] += w
+            out_counts[m] += 1
     return m + 1
 
 
@@ -77,7 +71,7 @@ def count_keys(keys: np.ndarray):
     keys = np.sort(np.asarray(keys, dtype=np.int64))
     out_k = np.empty(len(keys), np.int64)
     out_s = np.empty(len(keys), np.int64)
-    m = _run_lengths(keys, np.empty(0, np.int64), out_k, out_s)
+    m = _run_lengths(keys, out_k, out_s)
     return out_k[:m], out_s[:m]
 
 

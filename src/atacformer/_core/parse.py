@@ -153,6 +153,14 @@ def _key(buf, a, b):
 
 
 @njit(nogil=True, cache=True, inline="always")
+def _row_holds(rows, pos, w0, w1, w2, tag):
+    """Whether slot ``pos`` holds a key with these inline words and length tag (bitwise, no
+    branches)."""
+    return ((rows[pos, 0] == w0) & (rows[pos, 1] == w1) & (rows[pos, 2] == w2)
+            & ((rows[pos, 3] >> np.uint64(32)) << np.uint64(32) == tag))
+
+
+@njit(nogil=True, cache=True, inline="always")
 def _probe(buf, a, b, rows, key_off, arena):
     """``(id, slot)`` of key ``buf[a:b]``: ``id`` -1 when absent, ``slot`` then being where it goes.
 
@@ -166,8 +174,7 @@ def _probe(buf, a, b, rows, key_off, arena):
         meta = rows[pos, 3]
         if meta == _EMPTY:
             return -1, pos
-        if (rows[pos, 0] == w0 and rows[pos, 1] == w1 and rows[pos, 2] == w2
-                and (meta >> np.uint64(32)) << np.uint64(32) == tag):
+        if _row_holds(rows, pos, w0, w1, w2, tag):
             k = np.int64(meta & np.uint64(0xFFFFFFFF)) - 1
             if n <= INLINE:
                 return k, pos
@@ -226,11 +233,8 @@ def find_keys(buf, key_a, key_b, n, rows, key_off, arena, ids):
         b = key_b[r]
         w0, w1, w2, h, tag = _key(buf, a, b)
         pos = np.int64(h & np.uint64(mask))
-        meta = rows[pos, 3]
-        home = ((rows[pos, 0] == w0) & (rows[pos, 1] == w1) & (rows[pos, 2] == w2)
-                & ((meta >> np.uint64(32)) << np.uint64(32) == tag) & (b - a <= INLINE))
-        if home:
-            ids[r] = np.int64(meta & np.uint64(0xFFFFFFFF)) - 1
+        if _row_holds(rows, pos, w0, w1, w2, tag) & (b - a <= INLINE):
+            ids[r] = np.int64(rows[pos, 3] & np.uint64(0xFFFFFFFF)) - 1
         else:
             k, _ = _probe(buf, a, b, rows, key_off, arena)
             ids[r] = k

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from atacformer._core.binning import bin_pairs
 from atacformer._core import sums as _sums
+from atacformer._core.binning import bin_pairs
 from atacformer._core.overlap import bin_span_pairs
 from atacformer.errors import GenomeMismatchError, InputFormatError
 from atacformer.genome import get_genome

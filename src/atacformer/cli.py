@@ -100,10 +100,14 @@ def cmd_tokenize(args) -> int:
     else:
         from atacformer.data import Corpus
 
-        corpus = Corpus.open(out) if (Path(out) / "manifest.json").exists() else Corpus.create(out, vocab)
+        # a new corpus is created once its first input has tokenized, so an input that fails
+        # first leaves no folder; each later dataset is appended atomically
+        corpus = Corpus.open(out) if (Path(out) / "manifest.json").exists() else None
         for name, cells in tokenize_inputs(args.inputs, vocab, genome=args.genome, barcodes=args.barcodes,
                                            min_fragments=args.min_fragments, mode=args.mode,
                                            input_type=args.input_type):
+            if corpus is None:
+                corpus = Corpus.create(out, vocab)
             corpus.append(cells.X, obs=cells.obs, dataset=name)
             _report(name, cells)
     print(f"wrote {out}")

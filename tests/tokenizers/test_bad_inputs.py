@@ -96,6 +96,16 @@ def test_bed_errors(tmp_path):
 
 
 @pytest.mark.parametrize("out", ["cells.h5ad", "corpus"])
+def test_cli_first_input_bad_leaves_nothing(tmp_path, out, capsys):
+    bad = write(tmp_path, GOOD + "chr1\t9\t3\tX\t1\n", "bad.tsv.gz")
+    target = tmp_path / "out" / out
+    target.parent.mkdir()
+    assert main(["tokenize", str(bad), "--genome", "hg38", "-o", str(target)]) == 2
+    assert "line 3" in capsys.readouterr().err
+    assert os.listdir(target.parent) == []
+
+
+@pytest.mark.parametrize("out", ["cells.h5ad", "corpus"])
 def test_cli_leaves_nothing_on_error(tmp_path, out, capsys):
     good = write(tmp_path, GOOD, "good.tsv.gz")
     bad = write(tmp_path, GOOD + "chr1\t9\t3\tX\t1\n", "bad.tsv.gz")

@@ -2,7 +2,7 @@
 
 On the labelled hg19 sets of ``../shared/data`` (Buenrostro 2018 BM0828, Schep 2017 cell
 lines, chromVAR GM12878/H1), in one process: LSI, scEmbed, SnapATAC2 ``tl.spectral`` (the
-peer) and every atacformer recipe of :data:`atacformer.benchmark.RECIPES` (or those named),
+peer) and every atacformer recipe of :data:`atacformer.evaluation.RECIPES` (or those named),
 each clustered the same way (Leiden at the true k, k-means at the true k) and scored by ARI,
 AMI, NMI and homogeneity, plus kNN label transfer on a half/half split. atacformer pretrains
 on the cells only; labels are read for scoring alone.
@@ -23,7 +23,7 @@ import sys
 import pandas as pd
 import torch
 
-from atacformer.benchmark import RECIPES, BenchmarkConfig, run_benchmark
+from atacformer.evaluation import RECIPES, BenchmarkConfig, run_benchmark
 from atacformer.datasets import shared_data_dir
 
 

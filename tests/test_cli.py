@@ -47,7 +47,7 @@ def test_tokenize_universe_and_bed_and_corpus(tmp_path, data_dir):
     assert main(["tokenize", str(frag), "--genome", "hg38", "-o", str(corpus)]) == 0
     assert main(["tokenize", str(data_dir / "muon_pbmc_multiome_fragments_hg38/test_rna_atac_fragments.tsv.gz"),
                  "--genome", "hg38", "-o", str(corpus)]) == 0
-    from atacformer.data import Corpus
+    from atacformer.corpus import Corpus
 
     c = Corpus.open(corpus)
     assert len(c) == 100 + 24508

@@ -12,30 +12,9 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 log = logging.getLogger("atacformer")
-
-FRAGMENT_SUFFIXES = (".tsv", ".tsv.gz", ".tsv.bgz", ".fragments.gz")
-BED_SUFFIXES = (".bed", ".bed.gz", ".narrowpeak", ".narrowpeak.gz", ".broadpeak", ".broadpeak.gz", ".bed.bgz")
-MATRIX_SUFFIXES = (".h5ad", ".h5")
-
-
-def input_kind(path: str, forced: str | None = None) -> str:
-    """``fragments``, ``matrix`` or ``bed`` from a path's form (``--input-type`` overrides)."""
-    if forced:
-        return forced
-    p = Path(path)
-    low = p.name.lower()
-    if p.is_dir():
-        return "corpus" if (p / "manifest.json").exists() else "matrix"
-    if low.endswith(MATRIX_SUFFIXES):
-        return "matrix"
-    if low.endswith(BED_SUFFIXES):
-        return "bed"
-    if low.endswith(FRAGMENT_SUFFIXES) or "fragments" in low:
-        return "fragments"
-    raise SystemExit(f"error: cannot tell the type of {path!r}; name it .tsv.gz (fragments), .bed/.narrowPeak "
-                     "(region set), .h5ad/.h5/MTX folder (peak matrix), or pass --input-type")
-
 
 def _vocab_from_args(args):
     from atacformer.vocab import Vocabulary
@@ -45,44 +24,26 @@ def _vocab_from_args(args):
     return Vocabulary.from_bins(args.genome, args.bins)
 
 
-def tokenize_inputs(inputs, vocab, *, genome=None, barcodes=None, min_fragments=0, mode="fragment",
-                    input_type=None):
-    """Yield ``(dataset_name, TokenizedCells)`` for each input path."""
-    import numpy as np
-    import scipy.sparse as sp
-
-    from atacformer.tokenizers import TokenizedCells, tokenize_bed, tokenize_fragments, tokenize_peak_matrix
-
-    beds = []
-    for path in inputs:
-        kind = input_kind(path, input_type)
-        name = Path(path).name.split(".")[0]
-        if kind == "fragments":
-            yield name, tokenize_fragments(path, vocab, genome=genome, barcodes=barcodes,
-                                           min_fragments=min_fragments, mode=mode)
-        elif kind == "matrix":
-            yield name, tokenize_peak_matrix(path, vocab, genome=genome)
-        elif kind == "bed":
-            beds.append((Path(path).name, tokenize_bed(path, vocab, genome=genome)))
-        else:
-            raise SystemExit(f"error: {path}: a corpus cannot be tokenized again")
-    if beds:  # bulk region sets: one row per file
-        rows = np.repeat(np.arange(len(beds)), [len(t) for _, t in beds])
-        cols = np.concatenate([t for _, t in beds]) if beds else np.empty(0, np.int64)
-        X = sp.csr_matrix((np.ones(len(cols), np.int32), (rows, cols)), shape=(len(beds), vocab.n_regions))
-        yield "bed", TokenizedCells(X=X, barcodes=np.array([n for n, _ in beds], dtype=object), vocab=vocab)
-
-
 def cmd_tokenize(args) -> int:
     import anndata as ad
     import pandas as pd
 
+    from atacformer.tokenizers import tokenize_paths
+
+    from atacformer.errors import AtacformerError
+    from atacformer.tokenizers._cells import check_output_file, write_h5ad_atomic
+
+    out = os.fspath(args.output)
+    if out.endswith(".h5ad"):
+        check_output_file(out, overwrite=args.overwrite, inputs=args.inputs)
+    elif Path(out).exists() and not (Path(out) / "manifest.json").exists():
+        raise AtacformerError(f"{out} exists and is not a corpus folder; name a new folder, an existing corpus "
+                              "(to append to it) or an .h5ad file")
     vocab = _vocab_from_args(args)
     log.info("vocabulary: %r", vocab)
-    out = os.fspath(args.output)
     results = []
     if out.endswith(".h5ad"):
-        for name, cells in tokenize_inputs(args.inputs, vocab, genome=args.genome, barcodes=args.barcodes,
+        for name, cells in tokenize_paths(args.inputs, vocab, genome=args.genome, barcodes=args.barcodes,
                                            min_fragments=args.min_fragments, mode=args.mode,
                                            input_type=args.input_type):
             a = cells.to_anndata()
@@ -94,16 +55,14 @@ def cmd_tokenize(args) -> int:
         if not adata.obs_names.is_unique:
             adata.obs_names = (adata.obs["dataset"].astype(str) + ":" + pd.Index(adata.obs_names)).to_numpy()
         adata.var = results[0].var
-        from atacformer.tokenizers._cells import write_h5ad_atomic
-
         write_h5ad_atomic(adata, out)
     else:
-        from atacformer.data import Corpus
+        from atacformer.corpus import Corpus
 
         # a new corpus is created once its first input has tokenized, so an input that fails
         # first leaves no folder; each later dataset is appended atomically
         corpus = Corpus.open(out) if (Path(out) / "manifest.json").exists() else None
-        for name, cells in tokenize_inputs(args.inputs, vocab, genome=args.genome, barcodes=args.barcodes,
+        for name, cells in tokenize_paths(args.inputs, vocab, genome=args.genome, barcodes=args.barcodes,
                                            min_fragments=args.min_fragments, mode=args.mode,
                                            input_type=args.input_type):
             if corpus is None:
@@ -118,56 +77,51 @@ def _report(name, cells):
     print(f"{name}: " + json.dumps(cells.summary()))
 
 
-def tokenize_for_model(path, vocab, *, genome=None, barcodes=None, min_fragments=0, input_type=None):
-    """Tokenized cells of one input (fragments, peak matrix, tokenized h5ad or corpus) in ``vocab``."""
-    import anndata as ad
+def _load_model_folder(path):
+    """A model folder, with a hint when ``path`` is a training run's folder."""
+    from atacformer.errors import AtacformerError
+    from atacformer.models import load_model
 
-    from atacformer.tokenizers import TokenizedCells
-
-    kind = input_kind(path, input_type)
-    if kind == "corpus":
-        from atacformer.data import Corpus
-
-        c = Corpus.open(path)
-        vocab.check_same(c.vocab, what=f"corpus {path}")
-        X = c.get_rows(range(len(c)))
-        return TokenizedCells(X=X, barcodes=c.obs.index.to_numpy(), vocab=vocab, obs=c.obs.copy())
-    if kind == "matrix" and str(path).endswith(".h5ad"):
-        a = ad.read_h5ad(path, backed="r")
-        info = a.uns.get("atacformer_vocab") if hasattr(a, "uns") else None
-        if info is not None and info.get("hash") == vocab.region_hash():  # already tokenized in this vocabulary
-            a = ad.read_h5ad(path)
-            return TokenizedCells(X=a.X.tocsr(), barcodes=a.obs_names.to_numpy(), vocab=vocab, obs=a.obs.copy())
-    [(_, cells)] = list(tokenize_inputs([path], vocab, genome=genome, barcodes=barcodes,
-                                        min_fragments=min_fragments, input_type=input_type))
-    return cells
+    p = Path(path)
+    if p.is_dir() and not (p / "config.json").exists() and (p / "model" / "config.json").exists():
+        raise AtacformerError(f"{p} is a training run's folder; its model is {p / 'model'}")
+    return load_model(path)
 
 
 def cmd_embed(args) -> int:
-    from atacformer.models import embed_cells, load_model
+    from atacformer import tools as tl
+    from atacformer.errors import AtacformerError
+    from atacformer.tokenizers import tokenize_input
+    from atacformer.tokenizers._cells import check_output_file, write_h5ad_atomic
 
-    model = load_model(args.model)
+    out = os.fspath(args.output)
+    check_output_file(out, overwrite=args.overwrite, inputs=[args.input])
+    model = _load_model_folder(args.model)
     vocab = getattr(model, "vocab", None)
     if vocab is None:
-        raise SystemExit(f"error: {args.model}: the model folder has no vocabulary (universe.bed.gz)")
-    cells = tokenize_for_model(args.input, vocab, genome=args.genome, barcodes=args.barcodes,
-                               min_fragments=args.min_fragments, input_type=args.input_type)
+        raise AtacformerError(f"{args.model}: the model folder has no vocabulary (universe.bed.gz)")
+    cells = tokenize_input(args.input, vocab, genome=args.genome, barcodes=args.barcodes,
+                           min_fragments=args.min_fragments, input_type=args.input_type)
+    if cells.X.shape[0] == 0:
+        raise AtacformerError(f"{args.input}: no cells to embed")
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else None)
-    emb = embed_cells(model, cells.X, batch_size=args.batch_size, device=device, progress=True)
     adata = cells.to_anndata()
-    adata.obsm["X_atacformer"] = emb
-    out = os.fspath(args.output)
-    from atacformer.tokenizers._cells import write_h5ad_atomic
-
+    tl.embed(adata, model, batch_size=args.batch_size, device=device, progress=True)
+    emb = adata.obsm["X_atacformer"]
+    bad = ~np.isfinite(emb).all(1)
+    if bad.all():
+        raise AtacformerError(f"{args.model}: every embedding is NaN or infinite (the model's weights are not "
+                              "finite, or no cell has a token in its vocabulary); nothing was written")
     write_h5ad_atomic(adata, out)
-    print(f"wrote {out}: {adata.n_obs} cells x {emb.shape[1]}-d embeddings in obsm['X_atacformer']")
+    print(f"wrote {out}: {adata.n_obs} cells x {emb.shape[1]}-d embeddings in obsm['X_atacformer']"
+          + (f" ({int(bad.sum())} cells without a token in the vocabulary are NaN)" if bad.any() else ""))
     return 0
 
 
 def cmd_demo(args) -> int:
-    from atacformer.pipeline import run_main_job
+    from atacformer.demo import run_main_job
 
     run_main_job(args.out, data_dir=args.data_dir, bin_size=args.bins, input_path=args.input,
                  labels_key=args.labels_key, genome=args.genome, steps=args.steps)
@@ -176,7 +130,7 @@ def cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from atacformer import __version__
-    from atacformer.benchmark.cli import add_benchmark_commands
+    from atacformer.evaluation.cli import add_benchmark_commands
     from atacformer.train.cli import add_train_commands
 
     p = argparse.ArgumentParser(prog="atacformer", description="Transformer foundation models for chromatin "
@@ -200,13 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="count fragments per region, or Tn5 insertions as SnapATAC2 (default fragment)")
     t.add_argument("--input-type", choices=["fragments", "matrix", "bed"], help="override input type detection")
     t.add_argument("-o", "--output", required=True, help="OUT.h5ad or a corpus directory")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing OUT.h5ad")
     t.set_defaults(func=cmd_tokenize)
 
     e = sub.add_parser("embed", help="cell embeddings from a model folder (ours or geniml's) -> obsm['X_atacformer']",
                        description="Tokenize INPUT with the model's own vocabulary and embed every cell.")
     e.add_argument("model", metavar="MODEL_DIR", help="model folder or Hugging Face Hub id")
     e.add_argument("input", metavar="INPUT", help="fragments file, .h5ad peak matrix, or a corpus directory")
-    e.add_argument("-o", "--output", required=True, help="OUT.h5ad")
+    e.add_argument("-o", "--output", required=True, help="OUT.h5ad (never one of the inputs)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing OUT.h5ad")
     e.add_argument("--genome", default=None, help="genome to check coordinates against (default: the model's)")
     e.add_argument("--barcodes", help="barcode whitelist (fragments inputs)")
     e.add_argument("--min-fragments", type=int, default=0)
@@ -240,12 +196,20 @@ def main(argv=None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
-    from atacformer.errors import AtacformerError
-
     try:
         return args.func(args)
-    except (AtacformerError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("atacformer: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # one line for the user; the traceback under -v
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        text = str(e) if isinstance(e, (OSError, ValueError, KeyError)) or type(e).__module__.startswith(
+            "atacformer") else f"{type(e).__name__}: {e}"
+        print(f"atacformer: error: {text.strip(chr(39)) if isinstance(e, KeyError) else text}"
+              + ("" if args.verbose else "  (run with -v for details)"), file=sys.stderr)
         return 2
 
 

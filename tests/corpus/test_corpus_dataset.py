@@ -8,7 +8,7 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader
 
-from atacformer.data import Corpus, CorpusDataset
+from atacformer.corpus import Corpus, CorpusDataset
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from atacformer.data import Corpus
+from atacformer.corpus import Corpus
 from atacformer.errors import VocabularyMismatchError
 
 

@@ -10,7 +10,7 @@ import numpy.lib.format as npf
 import pandas as pd
 import pytest
 
-from atacformer.data import Corpus
+from atacformer.corpus import Corpus
 
 N_TOKENS = 150_000_000  # 600 MB of int32 ids + 150 MB of counts, as sparse files
 

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from atacformer.data import epoch_order, shard_indices
+from atacformer.corpus import epoch_order, shard_indices
 
 GRIDS = [(1, 1), (1, 3), (2, 2), (3, 2), (4, 1), (2, 5)]
 

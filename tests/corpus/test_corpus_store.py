@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from atacformer.data import Corpus
+from atacformer.corpus import Corpus
 from atacformer.errors import VocabularyMismatchError
 from atacformer.vocab import Vocabulary
 

@@ -76,10 +76,15 @@ def test_idf_weights_formula():
     assert (w[100:] == 0).all()
 
 
-def test_weighted_pooling_equals_brute_force(model):
+def test_weighted_pooling_equals_brute_force(vocab):
+    torch.manual_seed(0)
+    cfg = AtacformerConfig.for_vocab(vocab, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+                                     dropout=0.0, pooling="idf")
+    model = AtacformerForReplacedTokenDetection(cfg, vocab=vocab)
     x = _cells(6)
     w = np.random.default_rng(1).random(model.config.vocab_size).astype(np.float32)
-    got = embed_cells(model, x, token_weights=w)
+    model.atacformer.token_idf.copy_(torch.from_numpy(w))
+    got = embed_cells(model, x)
     model.eval()
     for i in range(6):
         toks = torch.as_tensor(x[i].indices, dtype=torch.long)[None]
@@ -87,8 +92,8 @@ def test_weighted_pooling_equals_brute_force(model):
             h = model.atacformer(toks)[0].numpy()
         expect = (h * w[x[i].indices, None]).sum(0) / w[x[i].indices].sum()
         np.testing.assert_allclose(got[i], expect, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(embed_cells(model, x, token_weights=np.ones_like(w)), embed_cells(model, x),
-                               rtol=1e-4, atol=1e-5)
+    model.atacformer.token_idf.fill_(1.0)  # uniform weights: the plain mean
+    np.testing.assert_allclose(embed_cells(model, x), embed_cells(model, x, pooling="mean"), rtol=1e-4, atol=1e-5)
 
 
 def test_lsi_loadings_span_sklearn_svd():
@@ -96,8 +101,9 @@ def test_lsi_loadings_span_sklearn_svd():
     load = lsi_loadings(x, 5)
     m = x.copy()
     m.data[:] = 1
+    # Signac's RunTFIDF(method=1), written out independently of atacformer.pp.tfidf_matrix
     tf = sp.diags(1 / np.asarray(m.sum(1)).ravel()) @ m
-    idf = np.log1p(40 / (1 + np.asarray(m.sum(0)).ravel()))
+    idf = 40 / np.asarray(m.sum(0)).ravel().clip(1)
     t = (tf @ sp.diags(idf)).tocsr()
     t.data = np.log1p(t.data * 1e4)
     ref = TruncatedSVD(6, algorithm="arpack", random_state=0).fit(t).components_[1:]  # (5, regions)
@@ -134,3 +140,38 @@ def test_contrastive_loss_bounds():
     assert float(cell_contrastive_loss(z, z, 0.01)) < 1e-3
     same = torch.ones(8, 16)
     assert float(cell_contrastive_loss(same, same)) == pytest.approx(np.log(8), rel=1e-5)
+
+
+def test_profile_loss_is_bce_over_every_region(vocab):
+    from atacformer.models import AtacformerForProfileReconstruction
+
+    torch.manual_seed(0)
+    cfg = AtacformerConfig.for_vocab(vocab, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                                     dropout=0.0)
+    model = AtacformerForProfileReconstruction(cfg, vocab=vocab)
+    pad = cfg.pad_token_id
+    ids = torch.tensor([[3, 7, pad], [1, 2, 9]])
+    targets = torch.tensor([[3, 7, 50, 60], [1, 2, 9, -1]])
+    out = model(ids, target_ids=targets)
+    dense = torch.zeros(2, 100)
+    dense[0, [3, 7, 50, 60]] = 1
+    dense[1, [1, 2, 9]] = 1
+    z = model.embed(ids)
+    logits = z @ model.decoder.weight.T + model.decoder.bias
+    expect = torch.nn.functional.binary_cross_entropy(torch.sigmoid(logits), dense)
+    assert float(out.loss) == pytest.approx(float(expect), rel=1e-5)
+    model.init_decoder_bias(np.full(100, 0.1))
+    assert float(model.decoder.bias[0]) == pytest.approx(np.log(0.1 / 0.9), rel=1e-5)
+
+
+def test_profile_batcher_hides_a_fraction_and_targets_the_whole_cell(vocab):
+    from atacformer.train.collate import ProfileBatcher
+
+    cfg = AtacformerConfig.for_vocab(vocab, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                                     hide_prob=0.5, max_length=8)
+    x = sp.csr_matrix(np.pad(np.ones((1, 40)), ((0, 0), (0, 60))))  # one cell: regions 0..39 open
+    batch, weight = ProfileBatcher(cfg)(x, np.random.default_rng(0))
+    visible = batch["input_ids"][batch["attention_mask"]]
+    assert weight == 1 and len(visible) == 8  # half of 40 is 20, then the context of 8
+    assert set(visible.tolist()) <= set(range(40))
+    assert sorted(batch["target_ids"][0].tolist()) == list(range(40))

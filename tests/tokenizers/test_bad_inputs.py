@@ -118,7 +118,7 @@ def test_cli_leaves_nothing_on_error(tmp_path, out, capsys):
     if out.endswith(".h5ad"):
         assert os.listdir(target.parent) == []
     else:  # the corpus holds the good dataset only: the failed one left no shard or temp folder
-        from atacformer.data import Corpus
+        from atacformer.corpus import Corpus
 
         c = Corpus.open(target)
         assert len(c) == 3 - 1  # AAA and CCC

@@ -9,7 +9,7 @@ from atacformer.models import AtacformerConfig
 from atacformer.train.batching import MicroBatches, make_loader, plan_epoch
 from atacformer.train.collate import ReplacedTokenBatcher
 from atacformer.train.data import CorpusSet
-from atacformer.data import Corpus
+from atacformer.corpus import Corpus
 
 
 def _cells(plan):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from atacformer.train.annotate import annotate_regions, classes_from_bed, promoter_windows
+from atacformer.vocab.annotate import annotate_regions, classes_from_bed, promoter_windows
 from atacformer.train.optim import build_optimizer, build_scheduler
 from atacformer.vocab import Vocabulary
 

@@ -69,11 +69,13 @@ def test_new_run_refuses_a_folder_with_checkpoints_and_resume_checks_settings(to
     assert [r["step"] for r in read_metrics(out / "metrics.csv")] == list(range(1, 7))
 
 
-def test_resume_in_process_equals_uninterrupted(toy_corpus, tmp_path):
+@pytest.mark.parametrize("recipe", ["profile", "rtd", "rtd-contrastive", "lsi-init-contrastive"])
+def test_resume_in_process_equals_uninterrupted(toy_corpus, tmp_path, recipe):
     """Resume a run from its step-4 checkpoint (later checkpoints removed, as if it had died
     after step 4): the same losses and final weights as the uninterrupted run, across an
-    epoch boundary (48 cells / 8 = 6 steps per epoch), with dropout on."""
-    kw = dict(max_steps=9, save_every=2, keep_checkpoints=10, model_overrides={"dropout": 0.2})
+    epoch boundary (48 cells / 8 = 6 steps per epoch), with dropout on, for every objective
+    and quality switch (hidden tokens, frequency replacements, two views, LSI start)."""
+    kw = dict(max_steps=9, save_every=2, keep_checkpoints=10, model_overrides={"dropout": 0.2}, recipe=recipe)
     pretrain(_cfg(toy_corpus, tmp_path / "a", **kw))
     pretrain(_cfg(toy_corpus, tmp_path / "b", **kw))
     for step, path in list_checkpoints(tmp_path / "b"):

@@ -1,7 +1,8 @@
 """Metrics: clustering against ground truth, RAGI without it, and batch mixing.
 
-All take arrays (labels, clusters, embeddings), not AnnData, so that they score any
-method's output the same way.
+These take arrays (labels, clusters, embeddings), so that they score any method's output the
+same way; :func:`evaluate_embedding` is the one protocol (clusters at the true k, label
+transfer) that every comparison in the package runs on an AnnData.
 """
 
 from atacformer.metrics._batch import ilisi, kbet, lisi, silhouette_batch
@@ -14,12 +15,14 @@ from atacformer.metrics._clustering import (
     match_clusters,
     nmi,
 )
+from atacformer.metrics._evaluate import evaluate_embedding
 from atacformer.metrics._ragi import cluster_means, gini, ragi
 
 __all__ = [
     "ami",
     "ari",
     "cluster_means",
+    "evaluate_embedding",
     "clustering_scores",
     "f1",
     "gini",

@@ -22,6 +22,7 @@ from atacformer.models._quality import (
 )
 from atacformer.models.atacformer import (
     AtacformerConfig,
+    AtacformerForProfileReconstruction,
     AtacformerForReplacedTokenDetection,
     AtacformerModel,
     ReplacedTokenCollator,
@@ -38,6 +39,7 @@ from atacformer.models.masked_bin import (
 
 __all__ = [
     "AtacformerConfig",
+    "AtacformerForProfileReconstruction",
     "AtacformerForReplacedTokenDetection",
     "AtacformerModel",
     "MaskedBinCollator",

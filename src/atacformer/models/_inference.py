@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 
 def embed_cells(model, cells, batch_size: int = 64, device=None, max_length: int | None = None,
                 pooling: str | None = None, seed: int = 0, dtype: torch.dtype | None = None,
-                progress: bool = False, token_weights=None) -> np.ndarray:
+                progress: bool = False) -> np.ndarray:
     """Embed cells with an Atacformer or masked-bin model.
 
     Parameters
@@ -35,20 +35,16 @@ def embed_cells(model, cells, batch_size: int = 64, device=None, max_length: int
     max_length
         Context size (default: the model's); longer cells are randomly subsampled.
     pooling
-        Atacformer: ``"mean"`` (mean of final hidden states over the cell's tokens, the only
-        choice). Masked-bin: ``"cls"`` (default, the ``<cls>`` output) or ``"mean"`` (mean
-        over the sentence's bin tokens).
+        Atacformer: ``"mean"`` (mean of final hidden states over the cell's tokens) or
+        ``"idf"`` (weighted by the training cells' IDF stored with a model built with
+        ``pooling="idf"``). Masked-bin: ``"cls"`` (the ``<cls>`` output) or ``"mean"`` (mean
+        over the sentence's bin tokens). Default: the model config's ``pooling``.
     seed
         Seed of the subsampling of long cells (embeddings are reproducible).
     dtype
         Autocast dtype (e.g. ``torch.bfloat16`` on a GPU); default: the model's dtype.
     progress
         Show a progress bar.
-    token_weights
-        Atacformer only: a (vocab_size,) weight per token (e.g. the IDF of
-        :func:`atacformer.models.idf_weights`); the cell is then the weighted mean of its final
-        hidden states, i.e. TF-IDF-weighted pooling of a binary cell. Default: plain mean.
-
     Returns
     -------
     numpy.ndarray
@@ -62,13 +58,6 @@ def embed_cells(model, cells, batch_size: int = 64, device=None, max_length: int
     """
     token_lists = as_token_lists(cells)
     n = len(token_lists)
-    if token_weights is not None:
-        if not hasattr(model, "atacformer") and type(model).__name__ != "AtacformerModel":
-            raise ValueError("token_weights applies to Atacformer models only")
-        token_weights = torch.as_tensor(np.asarray(token_weights), dtype=torch.float32)
-        if token_weights.shape != (model.config.vocab_size,):
-            raise ValueError(f"token_weights has shape {tuple(token_weights.shape)}; expected "
-                             f"({model.config.vocab_size},)")
     hidden = model.config.hidden_size
     out = np.empty((n, hidden), dtype=np.float32)
     if n == 0:
@@ -94,10 +83,7 @@ def embed_cells(model, cells, batch_size: int = 64, device=None, max_length: int
                 idx = order[s: s + batch_size]
                 inputs = model.prepare_inputs([token_lists[i] for i in idx], max_length, rng)
                 inputs = {k: v.to(dev, non_blocking=True) for k, v in inputs.items()}
-                if token_weights is None:
-                    emb = model.embed(**inputs, pooling=pooling)
-                else:
-                    emb = _weighted_pool(model, inputs, token_weights.to(dev))
+                emb = model.embed(**inputs, pooling=pooling)
                 out[idx] = emb.float().cpu().numpy()
     finally:
         model.train(was_training)
@@ -107,14 +93,6 @@ def embed_cells(model, cells, batch_size: int = 64, device=None, max_length: int
                        int(empty.sum()))
         out[empty] = np.nan
     return out
-
-
-def _weighted_pool(model, inputs: dict, token_weights: torch.Tensor) -> torch.Tensor:
-    """Weighted mean of an Atacformer's final hidden states (B, D) over real tokens."""
-    backbone = getattr(model, "atacformer", model)
-    hidden = backbone(inputs["input_ids"], inputs["attention_mask"])  # (B, L, D)
-    w = token_weights[inputs["input_ids"]] * inputs["attention_mask"].float()  # (B, L)
-    return (hidden * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-12)
 
 
 def load_model(path_or_repo_id, *, map_location="cpu", **hub_kwargs):
@@ -141,7 +119,8 @@ def load_model(path_or_repo_id, *, map_location="cpu", **hub_kwargs):
     from atacformer.models._pretrained import load_state_dict, read_config_json, resolve_model_dir
     from atacformer.models.atacformer.configuration_atacformer import AtacformerConfig
     from atacformer.models.atacformer.modeling_atacformer import (
-        AtacformerForReplacedTokenDetection, AtacformerModel, is_geniml_config,
+        AtacformerForProfileReconstruction, AtacformerForReplacedTokenDetection, AtacformerModel,
+        is_geniml_config,
     )
     from atacformer.models.masked_bin.configuration_masked_bin import MaskedBinConfig
     from atacformer.models.masked_bin.modeling_masked_bin import MaskedBinForPretraining, MaskedBinModel
@@ -159,7 +138,8 @@ def load_model(path_or_repo_id, *, map_location="cpu", **hub_kwargs):
         cls = AtacformerForReplacedTokenDetection if rtd else AtacformerModel
         return cls.from_pretrained(d, map_location=map_location)
     kinds = {
-        AtacformerConfig.model_type: (AtacformerModel, AtacformerForReplacedTokenDetection),
+        AtacformerConfig.model_type: (AtacformerModel, AtacformerForProfileReconstruction,
+                                      AtacformerForReplacedTokenDetection),
         MaskedBinConfig.model_type: (MaskedBinModel, MaskedBinForPretraining),
     }
     mt = meta.get("model_type")

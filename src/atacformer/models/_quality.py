@@ -81,15 +81,15 @@ def idf_weights(X, vocab_size: int | None = None) -> np.ndarray:
 
 
 def lsi_loadings(X, n_components: int, seed: int = 0) -> np.ndarray:
-    """Region loadings (n_regions, n_components) of a TF-IDF + truncated SVD, the first
-    (depth-driven) component dropped, each column scaled by its singular value."""
+    """Region loadings (n_regions, n_components) of a TF-IDF (:func:`atacformer.pp.tfidf_matrix`,
+    LSI's defaults) + truncated SVD, the first (depth-driven) component dropped, each column
+    scaled by its singular value relative to the first kept one."""
     from sklearn.utils.extmath import randomized_svd
 
+    from atacformer.preprocessing import tfidf_matrix
+
     m = _binary(X)
-    tf = sp.diags(1.0 / np.maximum(np.asarray(m.sum(1)).ravel(), 1)) @ m
-    idf = np.log1p(m.shape[0] / (1.0 + np.asarray(m.sum(0)).ravel()))
-    tfidf = (tf @ sp.diags(idf)).tocsr()
-    tfidf.data = np.log1p(tfidf.data * 1e4)
+    tfidf, _ = tfidf_matrix(m)  # the package's one TF-IDF, as LSI uses it
     k = min(n_components + 1, min(m.shape) - 1)
     _, s, vt = randomized_svd(tfidf, k, random_state=seed)
     return (vt[1:].T * s[1:] / s[1]).astype(np.float32)  # (n_regions, k - 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -73,6 +74,32 @@ class TokenizedCells:
                 "tokens": int(self.X.nnz), "counts": int(self.X.sum()),
                 "tokens_per_cell_median": float(np.median(nnz)) if len(nnz) else 0.0,
                 "regions_used": int(np.count_nonzero(np.bincount(self.X.indices, minlength=1)))}
+
+
+def check_output_file(path, *, overwrite: bool = False, inputs=(), suffix: str = ".h5ad") -> None:
+    """Refuse an output path before any work is done: a folder, a missing parent folder,
+    one of the inputs, or an existing file without ``overwrite``.
+
+    Examples
+    --------
+    >>> check_output_file("out.h5ad", inputs=["out.h5ad"])  # doctest: +SKIP
+    Traceback (most recent call last):
+    atacformer.errors.AtacformerError: out.h5ad is also an input; write to another file
+    """
+    from atacformer.errors import AtacformerError
+
+    p = Path(os.fspath(path))
+    if suffix and not p.name.endswith(suffix):
+        raise AtacformerError(f"{p}: the output must be a {suffix} file")
+    if p.is_dir():
+        raise AtacformerError(f"{p} is a folder; name an output file ({suffix}) inside it")
+    if not p.parent.exists():
+        raise AtacformerError(f"{p.parent}: the output folder does not exist")
+    for i in inputs:
+        if isinstance(i, (str, os.PathLike)) and os.path.exists(i) and p.exists() and os.path.samefile(i, p):
+            raise AtacformerError(f"{p} is also an input; write to another file")
+    if p.exists() and not overwrite:
+        raise AtacformerError(f"{p} exists; pass --overwrite to replace it")
 
 
 def write_h5ad_atomic(adata, path) -> None:

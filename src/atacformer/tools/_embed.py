@@ -72,6 +72,14 @@ def remove_depth_directions(emb: np.ndarray, depth: np.ndarray, cutoff: float = 
     return pcs[:, keep].astype(np.float32), order
 
 
+def embedding_settings(model) -> dict:
+    """The embedding settings saved with a model: ``pooling``, ``remove_depth``,
+    ``l2_normalize`` (a geniml folder: plain mean, nothing else)."""
+    c = model.config
+    return {"pooling": getattr(c, "pooling", None), "remove_depth": bool(getattr(c, "remove_depth", False)),
+            "l2_normalize": bool(getattr(c, "l2_normalize", False))}
+
+
 def embed(
     adata: AnnData,
     model,
@@ -80,11 +88,10 @@ def embed(
     batch_size: int = 64,
     device=None,
     pooling: str | None = None,
-    token_weights="idf",
     max_length: int | None = None,
-    remove_depth: bool = True,
+    remove_depth: bool | None = None,
     depth_corr_cutoff: float = 0.5,
-    l2_normalize: bool = True,
+    l2_normalize: bool | None = None,
     chunk_size: int = 8192,
     out_path=None,
     progress: bool = False,
@@ -92,6 +99,11 @@ def embed(
     copy: bool = False,
 ) -> AnnData | None:
     """Embed every cell of ``adata`` with a pretrained model into ``obsm[key_added]``.
+
+    This is the package's one embedding path: ``atacformer embed``, the benchmark, the
+    demo and experiments all call it, and by default it does what the model folder's config
+    says (``pooling``, ``remove_depth``, ``l2_normalize``), so that one model and one input
+    give one embedding whichever entry point made it.
 
     Parameters
     ----------
@@ -102,16 +114,17 @@ def embed(
         Any atacformer model (see :func:`atacformer.models.load_model`).
     layer
         Read tokens from ``layers[layer]`` instead of ``X``.
-    batch_size, device, pooling, max_length
+    batch_size, device, max_length
         As in :func:`atacformer.models.embed_cells` (device: ``"cuda"``, ``"cpu"``, ...).
-    token_weights
-        Atacformer pooling weights: ``"idf"`` (TF-IDF-weighted mean, IDF from ``adata``),
-        a (vocab_size,) array, or ``None`` for the plain mean. Ignored by masked-bin models.
+    pooling
+        Override the model's pooling (Atacformer ``"mean"`` / ``"idf"``; masked-bin ``"cls"``
+        / ``"mean"``).
     remove_depth
         Replace the embedding by its principal components minus the one that follows log
         depth (when ``|corr| > depth_corr_cutoff``), as LSI drops its first component.
+        Default: the model's setting.
     l2_normalize
-        Scale each cell to unit length last.
+        Scale each cell to unit length last. Default: the model's setting.
     chunk_size
         Cells read from ``adata`` at once.
     out_path
@@ -134,27 +147,17 @@ def embed(
     >>> from atacformer import tools as tl
     >>> tl.embed(adata, load_model("run/model"))        # doctest: +SKIP
     >>> adata.obsm["X_atacformer"].shape                 # doctest: +SKIP
-    (533, 127)
+    (533, 64)
     """
     from atacformer.models import embed_cells
 
     adata = adata.copy() if copy else adata
     _check_columns(adata, model)
+    settings = embedding_settings(model)
+    pooling = pooling or settings["pooling"]
+    remove_depth = settings["remove_depth"] if remove_depth is None else remove_depth
+    l2_normalize = settings["l2_normalize"] if l2_normalize is None else l2_normalize
     X = _matrix(adata, layer)
-    is_rtd = hasattr(model, "atacformer") or type(model).__name__ == "AtacformerModel"
-    weights = None
-    if is_rtd and isinstance(token_weights, str):
-        if token_weights != "idf":
-            raise ValueError(f"token_weights must be 'idf', an array or None, got {token_weights!r}")
-        df = np.zeros(adata.n_vars)
-        for s in range(0, adata.n_obs, chunk_size):
-            df += np.asarray((sp.csr_matrix(X[s: s + chunk_size]) > 0).sum(0)).ravel()
-        weights = np.zeros(model.config.vocab_size, np.float32)
-        weights[: adata.n_vars] = np.log1p(adata.n_obs / (1.0 + df))  # as models.idf_weights, streamed
-    elif is_rtd and token_weights is not None:
-        weights = np.asarray(token_weights, np.float32)
-    elif not is_rtd and token_weights is not None and not isinstance(token_weights, str):
-        raise ValueError("token_weights apply to Atacformer models only")
     d = model.config.hidden_size
     n = adata.n_obs
     out = (np.lib.format.open_memmap(Path(out_path), mode="w+", dtype=np.float32, shape=(n, d))
@@ -171,10 +174,8 @@ def embed(
         depth[s: s + chunk.shape[0]] = np.diff(chunk.indptr)
         out[s: s + chunk.shape[0]] = embed_cells(model, chunk, batch_size=batch_size, device=device,
                                                  max_length=max_length, pooling=pooling,
-                                                 progress=progress and n <= chunk_size, token_weights=weights)
-    info = {"pooling": pooling or "mean", "token_weights": None if weights is None else
-            (token_weights if isinstance(token_weights, str) else "array"), "remove_depth": False,
-            "l2_normalize": False, "dropped": []}
+                                                 progress=progress and n <= chunk_size)
+    info = {"pooling": pooling or "default", "remove_depth": False, "l2_normalize": False, "dropped": []}
     if out_path is not None:
         out.flush()
     else:

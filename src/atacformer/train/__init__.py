@@ -10,7 +10,6 @@ many GPUs and nodes (DDP or FSDP2).
 - :mod:`~atacformer.train.trainer`: :func:`pretrain`, the loop;
 - :mod:`~atacformer.train.checkpoint`: resumable checkpoints and the exported model;
 - :mod:`~atacformer.train.experiment`: plans of switches run and tabulated side by side;
-- :mod:`~atacformer.train.annotate`: region classes for ``<eos>`` per region class.
 
 Examples
 --------
@@ -23,8 +22,9 @@ import importlib
 # name -> module; imported on first use, so that ``atacformer --help`` (which registers the
 # pretrain/experiment commands from atacformer.train.cli) does not import torch
 _EXPORTS = {
-    "annotate_regions": "annotate", "classes_from_bed": "annotate", "EpochPlan": "batching",
-    "plan_epoch": "batching", "MODEL_PRESETS": "config", "TRAIN_PRESETS": "config", "TrainConfig": "config",
+    "EpochPlan": "batching",
+    "plan_epoch": "batching", "MODEL_PRESETS": "config", "RECIPES": "config", "TRAIN_PRESETS": "config",
+    "TrainConfig": "config", "NonFiniteLossError": "trainer",
     "load_plan": "experiment", "run_experiment": "experiment", "pretrain": "trainer",
 }
 

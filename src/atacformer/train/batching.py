@@ -3,7 +3,7 @@
 The plan of an epoch is a pure function of ``(seed, epoch)`` and the cells' lengths, so every
 rank computes the same one without communication and a resumed run recomputes it:
 
-1. the epoch order (:func:`atacformer.data.epoch_order`: a permutation, or a permutation
+1. the epoch order (:func:`atacformer.corpus.epoch_order`: a permutation, or a permutation
    of blocks of consecutive cells);
 2. ``bucket`` batching: the order is cut into windows of ``bucket_window`` batches, each
    window sorted by sequence length and cut into batches of about ``batch_size`` cells,
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from atacformer.data import epoch_order
+from atacformer.corpus import epoch_order
 
 logger = logging.getLogger(__name__)
 

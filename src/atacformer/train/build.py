@@ -1,7 +1,7 @@
 """A :class:`TrainConfig` and a corpus -> the model to pretrain (and what it needs besides).
 
 Besides the vocabulary, the masked-bin model may need: a region class per bin (``<eos>``
-per region class, :mod:`atacformer.train.annotate`), a DNA embedding table, and integer
+per region class, :mod:`atacformer.vocab.annotate`), a DNA embedding table, and integer
 labels for its supervised heads (cell type, organ) from the corpus ``obs``.
 """
 
@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atacformer.models import AtacformerConfig, AtacformerForReplacedTokenDetection, MaskedBinForPretraining
+from atacformer.models import (
+    AtacformerConfig, AtacformerForProfileReconstruction, AtacformerForReplacedTokenDetection,
+    MaskedBinForPretraining,
+)
 from atacformer.train.config import TrainConfig
 from atacformer.vocab import Vocabulary
 
@@ -37,6 +40,10 @@ class ModelInputs:
         ``{"cell_type": codes, "organ": codes}`` over all corpus cells (-100 = unknown).
     n_classes
         Number of classes of each label.
+    sample
+        Cells x regions CSR of the training cells (all of them, or a seeded sample of
+        :data:`STATS_CELLS`) when a switch needs data statistics (token frequencies, IDF,
+        LSI loadings), else None.
     """
 
     vocab: Vocabulary
@@ -45,6 +52,36 @@ class ModelInputs:
     dna: np.ndarray | None = None
     labels: dict[str, np.ndarray] = field(default_factory=dict)
     n_classes: dict[str, int] = field(default_factory=dict)
+    sample: object = None
+
+    def open_fraction(self) -> np.ndarray:
+        """(n_regions,) fraction of the sampled cells in which each region is open."""
+        df = np.bincount(self.sample.indices, minlength=self.vocab.n_regions)[: self.vocab.n_regions]
+        return df / max(self.sample.shape[0], 1)
+
+
+#: Most cells read for data statistics (frequencies, IDF, LSI loadings).
+STATS_CELLS = 100_000
+
+
+def _needs_statistics(cfg: TrainConfig) -> bool:
+    return cfg.model == "atacformer" and (cfg.objective == "profile" or cfg.replacement == "frequency"
+                                          or bool(cfg.lsi_init) or cfg.pooling == "idf")
+
+
+def statistics_sample(corpus, seed: int) -> "sp.csr_matrix":
+    """The cells data statistics are computed from: all, or a seeded sample of
+    :data:`STATS_CELLS` (binary CSR, cells x regions)."""
+    import scipy.sparse as sp
+
+    n = len(corpus)
+    idx = np.arange(n) if n <= STATS_CELLS else np.sort(
+        np.random.default_rng(seed).choice(n, STATS_CELLS, replace=False))
+    parts = [corpus.get_rows(idx[s: s + 8192]) for s in range(0, len(idx), 8192)]
+    X = sp.vstack(parts, format="csr") if parts else sp.csr_matrix((0, corpus.vocab.n_regions))
+    X.eliminate_zeros()
+    X.data = np.ones_like(X.data, dtype=np.float32)
+    return X
 
 
 def load_dna_table(path, n_bins: int) -> np.ndarray:
@@ -62,10 +99,12 @@ def load_dna_table(path, n_bins: int) -> np.ndarray:
 def model_inputs(cfg: TrainConfig, corpus) -> ModelInputs:
     """Gather the vocabulary, region classes, DNA table and labels a run's model needs."""
     mi = ModelInputs(vocab=corpus.vocab)
+    if _needs_statistics(cfg):
+        mi.sample = statistics_sample(corpus, cfg.seed)
     if cfg.model != "masked-bin":
         return mi
     if cfg.group_by == "class":
-        from atacformer.train.annotate import annotate_regions
+        from atacformer.vocab.annotate import annotate_regions
 
         mi.bin_classes, mi.class_names = annotate_regions(corpus.vocab, tss=cfg.tss, genes=cfg.genes)
         counts = np.bincount(mi.bin_classes, minlength=len(mi.class_names))
@@ -101,11 +140,40 @@ def build_model(cfg: TrainConfig, mi: ModelInputs, seed: int | None = None):
         torch.manual_seed(seed)
     kw = cfg.model_kwargs()
     if cfg.model == "atacformer":
-        return AtacformerForReplacedTokenDetection(AtacformerConfig.for_vocab(mi.vocab, **kw), vocab=mi.vocab)
+        cls = AtacformerForProfileReconstruction if cfg.objective == "profile" else \
+            AtacformerForReplacedTokenDetection
+        model = cls(AtacformerConfig.for_vocab(mi.vocab, **kw), vocab=mi.vocab)
+        if mi.sample is not None:
+            initialise_from_data(model, cfg, mi)
+        return model
     kw.setdefault("num_cell_types", mi.n_classes.get("cell_type", 0))
     kw.setdefault("num_organs", mi.n_classes.get("organ", 0))
     return MaskedBinForPretraining.from_vocab(mi.vocab, bin_classes=mi.bin_classes, class_names=mi.class_names,
                                               dna_embeddings=mi.dna, **kw)
+
+
+def initialise_from_data(model, cfg: TrainConfig, mi: ModelInputs) -> None:
+    """Data-derived starting values: the IDF pooling weights, the profile decoder's bias
+    (log-odds of each region's open fraction) and, with ``lsi_init``, the token table from
+    LSI region loadings. Deterministic given the data and ``cfg.seed``."""
+    from atacformer.models import idf_weights, init_embeddings_from_lsi
+
+    backbone = model.atacformer
+    frac = mi.open_fraction()
+    if hasattr(backbone, "token_idf"):
+        backbone.token_idf.copy_(torch.from_numpy(idf_weights(mi.sample, model.config.vocab_size)))
+    if isinstance(model, AtacformerForProfileReconstruction) and model.config.decoder_bias_init:
+        model.init_decoder_bias(frac)
+    if cfg.lsi_init:
+        init_embeddings_from_lsi(model, mi.sample, seed=cfg.seed, n_components=cfg.lsi_components,
+                                 offset=cfg.lsi_offset or 0.0)
+
+
+def token_probabilities(mi: ModelInputs) -> np.ndarray:
+    """Replacement distribution of ``replacement="frequency"`` (corpus token frequencies)."""
+    from atacformer.models import token_frequencies
+
+    return token_frequencies(mi.sample)
 
 
 def describe(model) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 
@@ -36,14 +35,26 @@ def _add_pretrain(sub) -> None:
         "checkpoints/ and the exported model/ folder (for `atacformer embed`). Multi-GPU / multi-node: "
         "torchrun --nproc-per-node N -m atacformer pretrain ...")
     a = p.add_argument
+    from atacformer.train.config import PRESETS, RECIPES
+
     a("--model", choices=["atacformer", "masked-bin"], default="atacformer",
-      help="atacformer: replaced-token detection (seed 001); masked-bin: atacFormer (seed 000)")
+      help="atacformer: region tokens -> encoder -> pooled cell (LeRoy 2025); masked-bin: per-group <eos> "
+      "decoding of masked bins")
     a("--data", nargs="+", required=True, metavar="INPUT", help="corpus folders, fragments files, .h5ad")
-    a("--out", required=True, metavar="DIR", help="output folder")
-    a("--preset", choices=["debug", "small", "base"], default="debug", help="model size and defaults")
-    a("--max-steps", type=int, help="optimizer steps (default: the preset's)")
+    a("--out", required=True, metavar="DIR", help="output folder (new, empty, or an earlier run with "
+      "--resume / --overwrite)")
+    a("--preset", choices=list(PRESETS), default="cpu",
+      help="model size and optimisation defaults; cpu (default): a small model whose steps are sized from "
+      "the data and a time budget; debug / small / base: fixed step counts")
+    a("--recipe", choices=list(RECIPES),
+      help="named objective + quality switches (default: profile, the best measured); any flag below wins")
+    a("--max-steps", type=int, help="optimizer steps (default: the preset's; 0 exports the initialised model)")
+    a("--epochs", type=float, help="cpu preset: passes over the cells (default 20), before the time budget")
+    a("--time-budget", type=float, metavar="MINUTES",
+      help="cpu preset: stop the plan at what fits in this many minutes (default 12)")
     a("--save-every", type=int, help="checkpoint every N steps (default: the preset's)")
     a("--resume", action="store_true", help="continue from the last checkpoint in OUT")
+    a("--overwrite", action="store_true", help="replace an earlier run in OUT")
     a("--seed", type=int, default=0)
     g = p.add_argument_group("vocabulary (inputs that are not a corpus)")
     v = g.add_mutually_exclusive_group()
@@ -56,6 +67,22 @@ def _add_pretrain(sub) -> None:
                    help="masked-bin: fraction of open bins removed; atacformer: replacement probability")
     g.add_argument("--set", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="any model config field, e.g. --set dropout=0 --set decoder=cross_attention")
+    g.add_argument("--objective", choices=["profile", "rtd"],
+                   help="atacformer: whole-profile reconstruction or replaced-token detection")
+    g.add_argument("--replacement", choices=["uniform", "frequency"], help="rtd: replacement tokens")
+    g.add_argument("--contrastive", type=float, help="rtd: weight of a two-view InfoNCE term (0 = off)")
+    g.add_argument("--temperature", type=float, default=0.1, help="InfoNCE temperature")
+    g.add_argument("--lsi-init", action="store_true", default=None,
+                   help="initialise the token table from LSI loadings of the training cells")
+    g.add_argument("--lsi-components", type=int, help="LSI components in the token table")
+    g.add_argument("--lsi-offset", type=float, help="constant of the token dims past the LSI loadings")
+    g.add_argument("--embedding-lr-scale", type=float, help="learning-rate multiplier of the token table")
+    g.add_argument("--pooling", choices=["mean", "idf", "cls"], help="cell embedding pooling (saved with "
+                   "the model)")
+    g.add_argument("--remove-depth", action=argparse.BooleanOptionalAction, default=None,
+                   help="drop the embedding direction that follows depth (saved with the model)")
+    g.add_argument("--l2-normalize", action=argparse.BooleanOptionalAction, default=None,
+                   help="scale cell embeddings to unit length (saved with the model)")
     g.add_argument("--group-by", choices=["chromosome", "class"], default="chromosome",
                    help="masked-bin <eos> per chromosome or per region class (needs --tss/--genes)")
     g.add_argument("--tss", help="TSS BED for region classes")
@@ -102,7 +129,12 @@ def config_from_args(args):
     from atacformer.train.config import TrainConfig
 
     return TrainConfig(
-        model=args.model, data=args.data, out=args.out, preset=args.preset, bins=args.bins,
+        model=args.model, data=args.data, out=args.out, preset=args.preset, recipe=args.recipe,
+        objective=args.objective, replacement=args.replacement, contrastive=args.contrastive,
+        temperature=args.temperature, lsi_init=args.lsi_init, lsi_components=args.lsi_components,
+        lsi_offset=args.lsi_offset, embedding_lr_scale=args.embedding_lr_scale, pooling=args.pooling,
+        remove_depth=args.remove_depth, l2_normalize=args.l2_normalize, epochs=args.epochs,
+        time_budget=args.time_budget, overwrite=args.overwrite, bins=args.bins,
         universe=args.universe, genome=args.genome, max_length=args.max_length,
         model_overrides=dict(args.set), mask_ratio=args.mask_ratio, group_by=args.group_by, tss=args.tss,
         genes=args.genes, dna_embeddings=args.dna_embeddings, supervised=args.supervised,
@@ -122,12 +154,14 @@ def cmd_pretrain(args) -> int:
 
     try:
         summary = pretrain(config_from_args(args))
-    except ValueError as e:  # settings that do not fit (the message says which and why)
-        logging.getLogger(__name__).debug("pretrain failed", exc_info=True)
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"atacformer: interrupted; continue with the same command and --resume (the last checkpoint "
+              f"in {args.out}/checkpoints is kept)", file=sys.stderr)
+        return 130
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, indent=2))
+        print(f"model: {summary['model_dir']} (embed with: atacformer embed {summary['model_dir']} CELLS -o "
+              "OUT.h5ad)", file=sys.stderr)
     return 0
 
 

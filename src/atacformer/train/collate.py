@@ -59,8 +59,10 @@ class ReplacedTokenBatcher:
     >>> batch, weight = batcher(X_csr, np.random.default_rng(0))  # doctest: +SKIP
     """
 
-    def __init__(self, config: AtacformerConfig, context: str = "random", order: str = "genomic"):
+    def __init__(self, config: AtacformerConfig, context: str = "random", order: str = "genomic",
+                 token_probs=None):
         self.config, self.context, self.order = config, context, order
+        self.token_probs = None if token_probs is None else torch.as_tensor(token_probs, dtype=torch.float32)
 
     def effective_lengths(self, n_tokens: np.ndarray) -> np.ndarray:
         """Sequence length of cells with ``n_tokens`` tokens (for length bucketing)."""
@@ -69,14 +71,55 @@ class ReplacedTokenBatcher:
     def __call__(self, X, rng: np.random.Generator, labels: dict | None = None
                  ) -> tuple[dict[str, torch.Tensor], int]:
         """``(batch, weight)``; ``weight`` = the positions the loss averages over."""
-        cells = [_first_or_random(t, self.config.max_length, self.context, rng) for t in as_token_lists(X)]
+        full = as_token_lists(X)
+        cells = [_first_or_random(t, self.config.max_length, self.context, rng) for t in full]
         if self.order == "shuffled":
             cells = [rng.permutation(t) for t in cells]
         input_ids, attention_mask = pad_token_lists(cells, self.config.pad_token_id)
         corrupted, targets = replace_tokens(input_ids, attention_mask, self.config.replace_prob,
-                                            self.config.n_regions, torch_generator(rng))
+                                            self.config.n_regions, torch_generator(rng),
+                                            token_probs=self.token_probs)
         weight = int(((targets != -100) & attention_mask).sum())
-        return {"input_ids": corrupted, "attention_mask": attention_mask, "labels": targets}, weight
+        batch = {"input_ids": corrupted, "attention_mask": attention_mask, "labels": targets}
+        if self.config.contrastive_weight > 0:  # two disjoint token subsets of each cell
+            from atacformer.models import two_views
+
+            va, vb = two_views(full, rng, max_length=self.config.max_length)
+            batch["view_a"] = pad_token_lists(va, self.config.pad_token_id)[0]
+            batch["view_b"] = pad_token_lists(vb, self.config.pad_token_id)[0]
+        return batch, weight
+
+
+class ProfileBatcher:
+    """Micro-batches for :class:`~atacformer.models.AtacformerForProfileReconstruction`: each
+    cell's tokens with a fraction ``hide_prob`` hidden (then at most ``max_length`` kept), and
+    every open region of the cell as the reconstruction target.
+
+    Examples
+    --------
+    >>> batch, weight = batcher(X_csr, np.random.default_rng(0))  # doctest: +SKIP
+    """
+
+    def __init__(self, config: AtacformerConfig, context: str = "random", order: str = "genomic"):
+        self.config, self.context, self.order = config, context, order
+
+    def effective_lengths(self, n_tokens: np.ndarray) -> np.ndarray:
+        kept = n_tokens - np.floor(self.config.hide_prob * n_tokens).astype(np.int64)
+        return np.minimum(np.maximum(kept, np.minimum(n_tokens, 1)), self.config.max_length)
+
+    def __call__(self, X, rng: np.random.Generator, labels: dict | None = None
+                 ) -> tuple[dict[str, torch.Tensor], int]:
+        """``(batch, weight)``; ``weight`` = cells (the loss is a mean per cell)."""
+        full = as_token_lists(X)
+        visible = []
+        for t in full:
+            n_keep = max(len(t) - int(np.floor(self.config.hide_prob * len(t))), min(len(t), 1))
+            keep = t if n_keep == len(t) else np.sort(rng.choice(t, size=n_keep, replace=False))
+            keep = _first_or_random(keep, self.config.max_length, self.context, rng)
+            visible.append(rng.permutation(keep) if self.order == "shuffled" else keep)
+        input_ids, attention_mask = pad_token_lists(visible, self.config.pad_token_id)
+        target_ids, _ = pad_token_lists(full, -1)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "target_ids": target_ids}, len(full)
 
 
 def truncate_sentence(s: Sentence, max_length: int, n_bins: int) -> Sentence:
@@ -157,8 +200,13 @@ class MaskedBinBatcher:
         return batch, len(sentences)
 
 
-def make_batcher(model, context: str, order: str):
-    """The batcher for a pretraining model."""
+def make_batcher(model, context: str, order: str, token_probs=None):
+    """The batcher for a pretraining model (``token_probs``: replacement distribution of
+    replaced-token detection, default uniform)."""
+    from atacformer.models import AtacformerForProfileReconstruction
+
     if isinstance(model.config, MaskedBinConfig):
         return MaskedBinBatcher(model.config, model.bin_groups.cpu().numpy(), context, order)
-    return ReplacedTokenBatcher(model.config, context, order)
+    if isinstance(model, AtacformerForProfileReconstruction):
+        return ProfileBatcher(model.config, context, order)
+    return ReplacedTokenBatcher(model.config, context, order, token_probs)

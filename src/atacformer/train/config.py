@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 MODELS = ("atacformer", "masked-bin")
-PRESETS = ("debug", "small", "base")
+OBJECTIVES = ("rtd", "profile")
+PRESETS = ("cpu", "debug", "small", "base")
 
 #: Model architecture per preset (fields of AtacformerConfig / MaskedBinConfig). ``base`` is
 #: the published shape: Atacformer's config defaults (d 384, 6 layers, context 8,192) and
@@ -25,12 +26,16 @@ PRESETS = ("debug", "small", "base")
 #: dropout: on CPU, attention dropout forces SDPA's math kernel and costs 10x the step time.
 MODEL_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "atacformer": {
+        "cpu": dict(hidden_size=64, num_layers=1, num_heads=4, intermediate_size=128, max_length=1024,
+                    dropout=0.0),
         "debug": dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_length=512,
                       dropout=0.0),
         "small": dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, max_length=2048),
         "base": dict(hidden_size=384, num_layers=6, num_heads=8, intermediate_size=1536, max_length=8192),
     },
     "masked-bin": {
+        "cpu": dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, embedding_dim=32,
+                    decoder_dim=32, decoder_hidden_size=64, max_length=1024, dropout=0.0),
         "debug": dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, embedding_dim=16,
                       decoder_dim=16, decoder_hidden_size=32, max_length=1024, dropout=0.0),
         "small": dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, embedding_dim=64,
@@ -42,15 +47,49 @@ MODEL_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 #: Optimisation per preset; ``batch_size`` is cells per optimizer step over all ranks.
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    # cpu: steps sized from the data (``epochs`` passes) and capped by ``time_budget`` minutes
+    "cpu": dict(batch_size=128, lr=2e-3, warmup_steps=50, max_steps=None, save_every=500, epochs=20.0,
+                time_budget=12.0),
     "debug": dict(batch_size=16, lr=1e-3, warmup_steps=10, max_steps=100, save_every=50),
     "small": dict(batch_size=64, lr=5e-4, warmup_steps=500, max_steps=20_000, save_every=1000),
     "base": dict(batch_size=256, lr=3e-4, warmup_steps=2000, max_steps=200_000, save_every=2000),
 }
 
+#: Named sets of objective and quality switches (``--recipe``); a field the user sets wins.
+#: Every recipe can be run with ``max_steps=0`` to get its own untrained starting point.
+RECIPES: dict[str, dict[str, Any]] = {
+    # whole-profile reconstruction through the pooled cell vector (the default)
+    "profile": dict(objective="profile", mask_ratio=0.5, pooling="mean", remove_depth=True, l2_normalize=True),
+    # geniml's ELECTRA objective as published: uniform replacements, mean pooling
+    "rtd": dict(objective="rtd", replacement="uniform", pooling="mean", remove_depth=False,
+                l2_normalize=False),
+    # replacements drawn from corpus frequencies, so that rarity alone does not give them away
+    "rtd-frequency": dict(objective="rtd", replacement="frequency", pooling="mean", remove_depth=True,
+                          l2_normalize=True),
+    # plus a two-view InfoNCE term on pooled cells and IDF-weighted pooling
+    "rtd-contrastive": dict(objective="rtd", replacement="frequency", contrastive=1.0, pooling="idf",
+                            remove_depth=True, l2_normalize=True),
+    # token table initialised from LSI region loadings, trained slowly
+    "lsi-init-contrastive": dict(objective="rtd", replacement="frequency", contrastive=1.0, lsi_init=True,
+                                 embedding_lr_scale=0.1, pooling="idf", remove_depth=True, l2_normalize=True),
+    # LSI loadings in 30 dims plus a constant block that keeps LayerNorm from rescaling tokens
+    "lsi-offset-contrastive": dict(objective="rtd", replacement="frequency", contrastive=1.0, lsi_init=True,
+                                   lsi_components=30, lsi_offset=2.0, embedding_lr_scale=0.1, pooling="idf",
+                                   remove_depth=False, l2_normalize=True),
+    # the LSI-initialised profile model
+    "lsi-init-profile": dict(objective="profile", mask_ratio=0.5, lsi_init=True, embedding_lr_scale=0.1,
+                             pooling="mean", remove_depth=True, l2_normalize=True),
+}
+#: Values of recipe fields no recipe and no user sets.
+RECIPE_DEFAULTS: dict[str, Any] = dict(objective="rtd", replacement="uniform", contrastive=0.0, lsi_init=False,
+                                       lsi_components=None, lsi_offset=0.0, embedding_lr_scale=1.0,
+                                       pooling=None, remove_depth=None, l2_normalize=None)
+DEFAULT_RECIPE = "profile"
+
 #: Fields that may differ between the pieces of one resumed run (they do not change the
 #: numbers a step computes).
-RESUMABLE_FIELDS = frozenset({"max_steps", "save_every", "keep_checkpoints", "log_every", "progress",
-                              "tensorboard", "num_workers", "resume", "data", "out", "grad_accum",
+RESUMABLE_FIELDS = frozenset({"max_steps", "epochs", "time_budget", "save_every", "keep_checkpoints", "log_every", "progress",
+                              "tensorboard", "num_workers", "resume", "overwrite", "data", "out", "grad_accum",
                               "device", "compile", "activation_checkpointing", "parallel"})
 
 _CHOICES = {
@@ -58,6 +97,8 @@ _CHOICES = {
     "batching": ("bucket", "padded"), "precision": ("auto", "bf16", "fp32"), "parallel": ("ddp", "fsdp"),
     "group_by": ("chromosome", "class"),
 }
+_OPTIONAL_CHOICES = {"objective": OBJECTIVES, "replacement": ("uniform", "frequency"),
+                     "recipe": tuple(RECIPES), "pooling": ("mean", "idf", "cls")}
 
 
 @dataclass
@@ -67,7 +108,25 @@ class TrainConfig:
     Parameters
     ----------
     model
-        ``"atacformer"`` (replaced-token detection, seed 001) or ``"masked-bin"`` (seed 000).
+        ``"atacformer"`` (region tokens, an encoder, a pooled cell; Atacformer of LeRoy 2025)
+        or ``"masked-bin"`` (the masked-bin model with per-group ``<eos>`` decoding).
+    recipe
+        A named set of the switches below (:data:`RECIPES`; default ``"profile"`` for
+        Atacformer); any switch set explicitly wins over the recipe's.
+    objective
+        Atacformer: ``"profile"`` (reconstruct the cell's whole profile from its pooled
+        vector, :class:`~atacformer.models.AtacformerForProfileReconstruction`) or ``"rtd"``
+        (replaced-token detection, geniml's objective).
+    replacement
+        ``rtd``: replacement tokens drawn ``"uniform"`` ly or by corpus ``"frequency"``.
+    contrastive, temperature
+        ``rtd``: weight of a two-view InfoNCE term on pooled cells (0 = off), its temperature.
+    lsi_init, lsi_components, lsi_offset, embedding_lr_scale
+        Initialise the token table from LSI region loadings of the training cells (in
+        ``lsi_components`` dims, the rest set to ``lsi_offset`` when non-zero), and scale
+        the token table's learning rate.
+    pooling, remove_depth, l2_normalize
+        Embedding settings saved in the exported model (see :func:`atacformer.tools.embed`).
     data
         Inputs: corpus folders, fragments files, ``.h5ad`` peak matrices (several allowed).
     out
@@ -85,7 +144,7 @@ class TrainConfig:
         Masked-bin: fraction of open bins removed; Atacformer: replacement probability.
     group_by, tss, genes
         Masked-bin ``<eos>`` groups: chromosomes, or region classes annotated from a TSS BED
-        and/or a genes BED (:func:`atacformer.train.annotate.annotate_regions`).
+        and/or a genes BED (:func:`atacformer.vocab.annotate.annotate_regions`).
     dna_embeddings
         ``.npy`` table (n_bins x d_dna) of per-bin DNA embeddings (masked-bin).
     supervised, label_key, organ_key
@@ -103,7 +162,12 @@ class TrainConfig:
     num_workers
         Data-loader worker processes per rank (they read and collate whole micro-batches).
     max_steps, batch_size, grad_accum
-        Optimizer steps; cells per step over all ranks; micro-batches per step and rank.
+        Optimizer steps (0: export the initialised model unchanged); cells per step over all
+        ranks; micro-batches per step and rank.
+    epochs, time_budget
+        Without ``max_steps``: train ``epochs`` passes over the cells, but stop the plan at
+        what fits in ``time_budget`` minutes (measured on the first steps; the ``cpu``
+        preset's default).
     lr, min_lr_ratio, warmup_steps, weight_decay, beta1, beta2, eps, max_grad_norm
         AdamW with linear warmup then cosine decay to ``min_lr_ratio * lr``; gradient
         clipping by global norm (0 = off).
@@ -117,14 +181,27 @@ class TrainConfig:
     save_every, keep_checkpoints, log_every, progress, tensorboard
         Checkpoint period and how many to keep; metrics period; progress bar; TensorBoard
         logs (None: when installed).
-    seed, resume
-        Seed of everything random; continue from the last checkpoint in ``out``.
+    seed, resume, overwrite
+        Seed of everything random; continue from the last checkpoint in ``out``; replace an
+        earlier run in ``out`` (a folder holding anything else is always refused).
     """
 
     model: str = "atacformer"
     data: list[str] = field(default_factory=list)
     out: str = "pretrain"
-    preset: str = "debug"
+    preset: str = "cpu"
+    recipe: str | None = None
+    objective: str | None = None
+    replacement: str | None = None
+    contrastive: float | None = None
+    temperature: float = 0.1
+    lsi_init: bool | None = None
+    lsi_components: int | None = None
+    lsi_offset: float | None = None
+    embedding_lr_scale: float | None = None
+    pooling: str | None = None
+    remove_depth: bool | None = None
+    l2_normalize: bool | None = None
     bins: int | None = None
     universe: str | None = None
     genome: str | None = None
@@ -145,6 +222,8 @@ class TrainConfig:
     block_size: int = 1
     num_workers: int = 0
     max_steps: int | None = None
+    epochs: float | None = None
+    time_budget: float | None = None
     batch_size: int | None = None
     grad_accum: int = 1
     lr: float | None = None
@@ -167,10 +246,14 @@ class TrainConfig:
     tensorboard: bool | None = None
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False
 
     def __post_init__(self):
         for name, allowed in _CHOICES.items():
             if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name, allowed in _OPTIONAL_CHOICES.items():
+            if getattr(self, name) is not None and getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if isinstance(self.data, (str, Path)):
             self.data = [str(self.data)]
@@ -178,16 +261,26 @@ class TrainConfig:
         for name in ("grad_accum", "bucket_window", "block_size", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_steps", "batch_size", "save_every", "max_length"):
+        for name in ("batch_size", "save_every", "max_length"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise ValueError(f"{name} must be at least 1, got {v}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise ValueError(f"max_steps must be >= 0 (0: export the initialised model), got {self.max_steps}")
+        for name in ("epochs", "time_budget", "lr"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise ValueError(f"{name} must be > 0, got {v}")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.mask_ratio is not None and not 0.0 <= self.mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
         if self.group_by == "class" and not (self.tss or self.genes):
             raise ValueError("group_by='class' needs a region annotation: tss= and/or genes= (BED files)")
+        if self.model == "masked-bin" and (self.objective not in (None, "rtd") or self.replacement
+                                           or self.contrastive or self.lsi_init):
+            raise ValueError("objective, replacement, contrastive and lsi_init are switches of the Atacformer "
+                             "model (--model atacformer)")
         if self.model == "atacformer" and (self.group_by != "chromosome" or self.dna_embeddings
                                            or self.supervised):
             raise ValueError("group_by, dna_embeddings and supervised are switches of the masked-bin "
@@ -195,9 +288,19 @@ class TrainConfig:
 
     # -- presets ------------------------------------------------------------------------
     def resolved(self) -> "TrainConfig":
-        """A copy with every ``None`` optimisation field taken from the preset."""
+        """A copy with every ``None`` field taken from the recipe, then the preset.
+
+        ``max_steps`` stays ``None`` when the preset sizes it from the data
+        (``epochs`` / ``time_budget``); the trainer then fills it in.
+        """
+        changes: dict[str, Any] = {}
+        if self.model == "atacformer":
+            recipe = self.recipe or (None if self.objective == "rtd" else DEFAULT_RECIPE)
+            fill = {**RECIPE_DEFAULTS, **(RECIPES[recipe] if recipe else {})}
+            changes.update({k: v for k, v in fill.items() if getattr(self, k) is None})
+            changes["recipe"] = recipe
         preset = TRAIN_PRESETS[self.preset]
-        changes = {k: v for k, v in preset.items() if getattr(self, k) is None}
+        changes.update({k: v for k, v in preset.items() if getattr(self, k) is None and k not in changes})
         out = dataclasses.replace(self, **changes)
         if out.max_length is None:
             out.max_length = int(MODEL_PRESETS[self.model][self.preset]["max_length"])
@@ -210,7 +313,15 @@ class TrainConfig:
         if self.max_length is not None:
             kw["max_length"] = int(self.max_length)
         if self.mask_ratio is not None:
-            kw["replace_prob" if self.model == "atacformer" else "mask_ratio"] = float(self.mask_ratio)
+            if self.model == "masked-bin":
+                kw["mask_ratio"] = float(self.mask_ratio)
+            else:
+                kw["hide_prob" if self.objective == "profile" else "replace_prob"] = float(self.mask_ratio)
+        for name in ("pooling", "remove_depth", "l2_normalize"):
+            if getattr(self, name) is not None:
+                kw[name] = getattr(self, name)
+        if self.model == "atacformer" and self.contrastive:
+            kw.update(contrastive_weight=float(self.contrastive), temperature=float(self.temperature))
         kw.update(self.model_overrides)
         return kw
 

@@ -1,6 +1,6 @@
 """Training inputs -> on-disk corpora and the vocabulary they share.
 
-Pretraining always reads an on-disk :class:`~atacformer.data.Corpus` (memory-mapped, so a
+Pretraining always reads an on-disk :class:`~atacformer.corpus.Corpus` (memory-mapped, so a
 corpus larger than memory streams). Corpus folders given as inputs are read in place; every
 other input (fragments files, ``.h5ad`` or other peak matrices, BED files) is tokenized once
 into ``OUT/corpus`` (built aside and renamed into place, so an interrupted build is redone,
@@ -25,7 +25,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from atacformer.data import Corpus
+from atacformer.corpus import Corpus
+from atacformer.tokenizers import TokenizedCells
+from atacformer.tokenizers._inputs import dataset_name, peak_vocabulary, tokenize_input
 from atacformer.vocab import Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ class CorpusSet:
     Parameters
     ----------
     corpora
-        Opened :class:`~atacformer.data.Corpus` objects (same regions, same order).
+        Opened :class:`~atacformer.corpus.Corpus` objects (same regions, same order).
 
     Examples
     --------
@@ -104,14 +106,15 @@ class CorpusSet:
 
 
 def _kind(path: str) -> str:
-    from atacformer.cli import input_kind
+    from atacformer.tokenizers import input_kind
 
     return input_kind(path)
 
 
 def resolve_vocab(inputs: list[str], bins: int | None = None, universe: str | None = None,
-                  genome: str | None = None) -> Vocabulary:
-    """The training vocabulary (see the module docstring for the precedence)."""
+                  genome: str | None = None, cells: list | None = None) -> Vocabulary:
+    """The training vocabulary (see the module docstring for the precedence; in-memory
+    ``cells`` come after corpus inputs: a TokenizedCells' vocabulary, an AnnData's peaks)."""
     if universe:
         return Vocabulary.from_bed(universe, genome=genome)
     if bins:
@@ -120,48 +123,50 @@ def resolve_vocab(inputs: list[str], bins: int | None = None, universe: str | No
     for p, k in kinds:
         if k == "corpus":
             return Corpus.open(p).vocab
+    for c in cells or []:
+        return c.vocab if isinstance(c, TokenizedCells) else peak_vocabulary(c)
     for p, k in kinds:
         if k == "matrix":
-            return _matrix_vocab(p)
+            return peak_vocabulary(p)
     logger.warning("no --bins/--universe and no corpus or peak matrix input: using 5000 bp bins of %s",
                    genome or "hg38")
     return Vocabulary.from_bins(genome or "hg38", 5000)
 
 
-def _matrix_vocab(path: str) -> Vocabulary:
-    if str(path).endswith(".h5ad"):
-        import anndata as ad
+def content_hash(cells) -> str:
+    """sha256 of in-memory cells (counts, cell names): what identifies them in a run record."""
+    import hashlib
 
-        from atacformer.data import vocab_from_var
-
-        a = ad.read_h5ad(path, backed="r")
-        try:
-            return vocab_from_var(a, source=str(path))
-        finally:
-            a.file.close()
-    from atacformer.io.matrix import read_peak_matrix
-
-    peaks = read_peak_matrix(path).peaks
-    return Vocabulary(peaks["chrom"].to_numpy(), peaks["start"].to_numpy(), peaks["end"].to_numpy())
+    X = sp.csr_matrix(cells.X)
+    names = cells.barcodes if isinstance(cells, TokenizedCells) else cells.obs_names
+    h = hashlib.sha256()
+    for a in (X.indptr.astype(np.int64), X.indices.astype(np.int64), np.asarray(X.data, np.float64)):
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update("\n".join(map(str, names)).encode())
+    h.update(str(X.shape).encode())
+    return h.hexdigest()
 
 
-def _record(inputs: list[str], vocab: Vocabulary, genome) -> dict:
+def _record(inputs: list, vocab: Vocabulary, genome) -> dict:
     files = []
     for p in inputs:
-        st = os.stat(p)
-        files.append({"path": os.path.abspath(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+        if isinstance(p, (str, os.PathLike)):
+            st = os.stat(p)
+            files.append({"path": os.path.abspath(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+        else:
+            files.append({"in_memory": type(p).__name__, "sha256": content_hash(p)})
     return {"inputs": files, "region_hash": vocab.region_hash(), "genome": genome}
 
 
-def build_corpus(inputs: list[str], vocab: Vocabulary, path, genome: str | None = None) -> Corpus:
-    """Tokenize non-corpus ``inputs`` into a corpus at ``path`` (reused when it was built from
-    the same files with the same vocabulary; rebuilt otherwise).
+def build_corpus(inputs: list, vocab: Vocabulary, path, genome: str | None = None) -> Corpus:
+    """Tokenize non-corpus ``inputs`` (paths, AnnData or TokenizedCells) into a corpus at
+    ``path`` (reused when it was built from the same inputs with the same vocabulary;
+    rebuilt otherwise).
 
     An ``.h5ad`` whose columns already are ``vocab``'s regions is streamed in as it is; any
     other input goes through the tokenizers (``atacformer tokenize``'s code path).
     """
-    from atacformer.cli import tokenize_inputs
-    from atacformer.data import vocab_from_var
+    from atacformer.tokenizers import tokenize_paths
 
     path = Path(path)
     record = _record(inputs, vocab, genome)
@@ -176,15 +181,17 @@ def build_corpus(inputs: list[str], vocab: Vocabulary, path, genome: str | None 
     try:
         corpus = Corpus.create(tmp, vocab)
         used: set[str] = set()
-        for p in inputs:
-            name = Path(p).name.split(".")[0] or "data"
+        for i, p in enumerate(inputs):
+            name = dataset_name(p) if isinstance(p, (str, os.PathLike)) else f"cells{i}"
             while name in used:
                 name += "_"
             used.add(name)
-            if str(p).endswith(".h5ad") and _same_columns(p, vocab, vocab_from_var):
+            if not isinstance(p, (str, os.PathLike)):
+                corpus.append_tokenized(tokenize_input(p, vocab, genome=genome), dataset=name)
+            elif str(p).endswith(".h5ad") and peak_vocabulary(p).region_hash() == vocab.region_hash():
                 corpus.append_anndata(p, dataset=name)
             else:
-                for _, cells in tokenize_inputs([p], vocab, genome=genome):
+                for _, cells in tokenize_paths([p], vocab, genome=genome):
                     corpus.append_tokenized(cells, dataset=name)
             logger.info("tokenized %s into %s", p, path)
         (tmp / INPUTS_RECORD).write_text(json.dumps(record, indent=2))
@@ -197,33 +204,27 @@ def build_corpus(inputs: list[str], vocab: Vocabulary, path, genome: str | None 
     return Corpus.open(path)
 
 
-def _same_columns(path, vocab: Vocabulary, vocab_from_var) -> bool:
-    import anndata as ad
-
-    a = ad.read_h5ad(path, backed="r")
-    try:
-        return vocab_from_var(a, source=str(path)).region_hash() == vocab.region_hash()
-    finally:
-        a.file.close()
-
-
 def prepare_corpora(inputs: list[str], out, bins=None, universe=None, genome=None,
-                    build: bool = True) -> CorpusSet:
+                    build: bool = True, cells=None) -> CorpusSet:
     """The :class:`CorpusSet` a run trains on: corpus inputs in place plus ``OUT/corpus``
-    for the other inputs (built when ``build``; other ranks pass False and open it)."""
-    if not inputs:
+    for the other inputs and the in-memory ``cells`` (AnnData / TokenizedCells, one or a
+    list); built when ``build``, other ranks pass False and open it."""
+    cells = [] if cells is None else (list(cells) if isinstance(cells, (list, tuple)) else [cells])
+    if not inputs and not cells:
         raise ValueError("no training data: pass --data INPUT (a corpus folder, fragments file or .h5ad)")
     for p in inputs:
         if not os.path.exists(p):
             raise FileNotFoundError(f"{p}: no such training input")
-    vocab = resolve_vocab(inputs, bins, universe, genome)
+    vocab = resolve_vocab(inputs, bins, universe, genome, cells)
     corpora = [Corpus.open(p) for p in inputs if _kind(p) == "corpus"]
     for c in corpora:
         vocab.check_same(c.vocab, what=f"corpus {c.path}")
-    others = [p for p in inputs if _kind(p) != "corpus"]
+    others = [p for p in inputs if _kind(p) != "corpus"] + cells
     if others:
         target = Path(out) / "corpus"
         corpora.append(build_corpus(others, vocab, target, genome) if build else Corpus.open(target))
     cs = CorpusSet(corpora)
+    if len(cs) == 0:
+        raise ValueError("the training data holds no cells")
     logger.info("training corpus: %d cells over %d corpora, %r", len(cs), len(corpora), cs.vocab)
     return cs

@@ -39,9 +39,10 @@ the reason. Runs that finished are reused when the experiment is run again; inte
 ones resume from their last checkpoint.
 
 Reported per run: the final loss (last step) and the mean of the last 10 % of logged
-losses, throughput, and for each labelled set the adjusted Rand index of k-means (k = the
-number of labels) on the cell embeddings; a reference row gives the same ARI for TF-IDF +
-truncated SVD (LSI), computed in the same run. Losses of runs with different objectives
+losses, throughput, and for each labelled set the Leiden ARI at the true number of labels
+(:func:`atacformer.metrics.evaluate_embedding`, the package's one protocol) of the model's
+embedding (:func:`atacformer.tools.embed`); a reference row gives the same score for LSI,
+computed in the same run. Losses of runs with different objectives
 (mask ratio, closed-bin sampling, supervised heads) are not comparable with each other; the
 ARI is.
 """
@@ -154,55 +155,30 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
 
 
-def lsi_ari(X, labels, n_components: int = 30, seed: int = 0) -> float:
-    """ARI of k-means on TF-IDF + truncated SVD (first component dropped), the baseline of the
-    data README (about 0.42 on Schep 600, 0.35 on Buenrostro BM0828)."""
-    import scipy.sparse as sp
-    from sklearn.decomposition import TruncatedSVD
-    from sklearn.preprocessing import normalize
-
-    X = sp.csr_matrix(X, dtype=np.float64)
-    X.data[:] = 1.0
-    tf = sp.diags(1.0 / np.maximum(np.asarray(X.sum(1)).ravel(), 1)) @ X
-    idf = np.log1p(X.shape[0] / np.maximum(np.asarray(X.sum(0)).ravel(), 1))
-    Z = TruncatedSVD(n_components + 1, random_state=seed).fit_transform(tf @ sp.diags(idf))[:, 1:]
-    return kmeans_ari(normalize(Z), labels, seed)
-
-
-def kmeans_ari(emb: np.ndarray, labels, seed: int = 0) -> float:
-    """Adjusted Rand index of k-means (k = number of distinct labels) against ``labels``."""
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import adjusted_rand_score
-
-    labels = np.asarray(labels).astype(str)
-    keep = np.isfinite(emb).all(1)
-    k = len(np.unique(labels[keep]))
-    pred = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(emb[keep])
-    return float(adjusted_rand_score(labels[keep], pred))
-
-
 def _eval_cells(spec: dict, vocab):
-    from atacformer.cli import tokenize_for_model
+    from atacformer.tokenizers import tokenize_input
 
-    cells = tokenize_for_model(spec["path"], vocab)
+    cells = tokenize_input(spec["path"], vocab)
     key = spec.get("label_key", "cell_type")
     if key not in cells.obs.columns:
         raise ValueError(f"{spec['path']}: no obs[{key!r}] labels to evaluate against")
-    return cells, cells.obs[key].astype(str).to_numpy()
+    return cells.to_anndata(), key
 
 
 def evaluate_model(model_dir, evaluate: list[dict], seed: int = 0) -> dict[str, float]:
-    """ARI on each labelled set for the model in ``model_dir`` (an ``[[evaluate]]`` entry may
-    set ``pooling``: masked-bin ``"cls"`` (default) or ``"mean"``; Atacformer pools by mean)."""
-    from atacformer.models import MaskedBinConfig, embed_cells, load_model
+    """Leiden ARI at the true k (:func:`atacformer.metrics.evaluate_embedding`) on each
+    labelled set, for the model in ``model_dir`` embedded as its folder says
+    (:func:`atacformer.tools.embed`); an ``[[evaluate]]`` entry may override ``pooling``."""
+    from atacformer import tools as tl
+    from atacformer.metrics import evaluate_embedding
+    from atacformer.models import load_model
 
     model = load_model(model_dir)
     out = {}
     for spec in evaluate:
-        cells, labels = _eval_cells(spec, model.vocab)
-        pooling = spec.get("pooling") if isinstance(model.config, MaskedBinConfig) else None
-        emb = embed_cells(model, cells.X, batch_size=64, seed=seed, pooling=pooling)
-        out[f"ARI {spec['name']}"] = round(kmeans_ari(emb, labels, seed), 4)
+        adata, key = _eval_cells(spec, model.vocab)
+        tl.embed(adata, model, pooling=spec.get("pooling"))
+        out[f"ARI {spec['name']}"] = round(evaluate_embedding(adata, "X_atacformer", key, seed)["leiden_ari"], 4)
     return out
 
 
@@ -227,7 +203,7 @@ def _run_one(run: dict, plan: dict, out: Path, max_steps, progress: bool, shared
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     if summary.get("steps") != cfg.resolved().max_steps:
         logger.info("run %s/%s -> %s", run["stage"], run["name"], run_dir)
-        cfg = dataclasses.replace(cfg, resume=bool(list_checkpoints(run_dir)), progress=progress)
+        cfg = dataclasses.replace(cfg, resume=bool(list_checkpoints(run_dir)), overwrite=True, progress=progress)
         summary = pretrain(cfg)
         (run_dir / "eval.json").unlink(missing_ok=True)  # scores of the weights before this training
     losses = [r["loss"] for r in read_metrics(run_dir / "metrics.csv")]
@@ -246,20 +222,20 @@ def _run_one(run: dict, plan: dict, out: Path, max_steps, progress: bool, shared
 
 
 def _reference_row(plan: dict, vocab) -> dict:
-    row = {"stage": "reference", "run": "TF-IDF + SVD (LSI)", "switches": "-", "status": "done"}
+    from atacformer import tools as tl
+    from atacformer.metrics import evaluate_embedding
+
+    row = {"stage": "reference", "run": "LSI (atacformer.tl.lsi)", "switches": "-", "status": "done"}
     for spec in plan["evaluate"]:
-        cells, labels = _eval_cells(spec, vocab)
-        row[f"ARI {spec['name']}"] = round(lsi_ari(cells.X, labels), 4)
+        adata, key = _eval_cells(spec, vocab)
+        tl.lsi(adata, n_components=min(30, min(adata.shape) - 2))
+        row[f"ARI {spec['name']}"] = round(evaluate_embedding(adata, "X_lsi", key)["leiden_ari"], 4)
     return row
 
 
 def to_markdown(df: pd.DataFrame) -> str:
-    """A GitHub-flavoured markdown table (no extra dependency)."""
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for _, r in df.iterrows():
-        lines.append("| " + " | ".join("" if pd.isna(v) else str(v) for v in r.tolist()) + " |")
-    return "\n".join(lines)
+    """A GitHub-flavoured markdown table."""
+    return df.to_markdown(index=False)
 
 
 def run_experiment(plan_path, out=None, max_steps: int | None = None, only=None, progress: bool = False) -> str:

@@ -9,16 +9,24 @@ from torch import nn
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float],
-                    eps: float, device: torch.device) -> torch.optim.AdamW:
+                    eps: float, device: torch.device, embedding_lr_scale: float = 1.0) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices (linear weights, embedding tables) only: biases
-    and LayerNorm parameters are not decayed (the nanoGPT / BERT rule). The fused CUDA kernel
-    is used on CUDA."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
+    and LayerNorm parameters are not decayed (the nanoGPT / BERT rule). With
+    ``embedding_lr_scale != 1`` the token table gets its own group at that multiple of the
+    learning rate and no weight decay (an LSI-initialised table learns slowly). The fused
+    CUDA kernel is used on CUDA."""
+    decay, no_decay, table = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if embedding_lr_scale != 1.0 and "token_embeddings" in name:
+            table.append(p)
+        else:
             (decay if p.ndim >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
+    if table:
+        groups.append({"params": table, "weight_decay": 0.0, "lr": lr * embedding_lr_scale})
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=device.type == "cuda" or None)
 
 

@@ -13,11 +13,19 @@ single-process run with the same global batch.
 Outputs in ``OUT``: ``train_config.json``, ``metrics.csv`` (and ``tensorboard/``),
 ``checkpoints/step-*.pt`` (see :mod:`atacformer.train.checkpoint`), ``model/`` (the
 exported model folder) and ``summary.json``.
+
+This is the package's only training loop: every objective (replaced-token detection, profile
+reconstruction, the masked-bin model; later fine-tuning heads) is a model whose forward
+returns a loss, and a batcher that turns cells into its inputs; the benchmark, the demo and
+experiments all train through :func:`pretrain`. A step whose loss or gradient norm is not
+finite stops the run (:class:`NonFiniteLossError`): the last good checkpoint stays and no
+model is exported.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -27,7 +35,8 @@ import torch
 
 from atacformer.train import checkpoint as ckpt
 from atacformer.train.batching import MicroBatches, make_loader, part_rng, plan_epoch
-from atacformer.train.build import build_model, describe, model_inputs, save_json
+from atacformer.errors import AtacformerError
+from atacformer.train.build import build_model, describe, model_inputs, save_json, token_probabilities
 from atacformer.train.collate import make_batcher, torch_generator
 from atacformer.train.config import RESUMABLE_FIELDS, TrainConfig
 from atacformer.train.data import prepare_corpora
@@ -41,25 +50,72 @@ from atacformer.train.tracking import METRICS_FILE, MetricsLogger, read_metrics
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "train_config.json"
+#: Files of a run in OUT (what ``overwrite`` replaces; anything else in OUT is refused).
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, "summary.json", "model", ckpt.CHECKPOINT_DIR, "tensorboard", "corpus",
+             "training_inputs.json")
+#: Steps timed before a time budget sizes the run.
+CALIBRATION_STEPS = 5
 
 
-def pretrain(cfg: TrainConfig) -> dict:
+class NonFiniteLossError(AtacformerError):
+    """A training step produced a NaN or infinite loss or gradient."""
+
+
+def pretrain(cfg: TrainConfig, data=None) -> dict:
     """Run (or resume) pretraining as configured; returns the run summary.
+
+    Parameters
+    ----------
+    cfg
+        The run's settings (:class:`TrainConfig`).
+    data
+        Cells in memory instead of (or besides) ``cfg.data`` paths: an AnnData (its own peaks
+        are the vocabulary unless ``cfg.bins`` / ``cfg.universe`` say otherwise), a
+        :class:`~atacformer.tokenizers.TokenizedCells`, or a list of them. They are written
+        once into ``OUT/corpus``.
 
     Launch several processes with ``torchrun --nproc-per-node N -m atacformer pretrain ...``
     (or call this function in each): DDP by default, FSDP2 with ``parallel="fsdp"``.
 
     Examples
     --------
-    >>> summary = pretrain(TrainConfig(model="masked-bin", data=["cells.h5ad"], out="run",
-    ...                                preset="debug", max_steps=50))  # doctest: +SKIP
+    >>> summary = pretrain(TrainConfig(out="run"), data=adata)  # doctest: +SKIP
     >>> load_model("run/model")  # doctest: +SKIP
     """
     info = init_distributed(cfg.device)
     try:
-        return _Run(cfg, info).run()
+        return _Run(cfg, info, data).run()
     finally:
         shutdown(info)
+
+
+def check_output_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to write a run into a folder that holds anything else, or an earlier run
+    (unless ``resume``, or ``overwrite`` which removes the earlier run's files first)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise AtacformerError(f"{out} exists and is not a folder; choose another --out")
+    entries = {p.name for p in out.iterdir()}
+    foreign = sorted(entries - set(RUN_FILES) - {f"{CONFIG_FILE}.tmp"})
+    if foreign:
+        raise AtacformerError(f"{out} holds files that are not a training run's ({', '.join(foreign[:5])}"
+                              f"{', ...' if len(foreign) > 5 else ''}); choose a new or empty --out")
+    if not entries or resume:
+        return
+    if CONFIG_FILE in entries and not overwrite:
+        raise AtacformerError(f"{out} holds an earlier run: pass --resume to continue it, --overwrite to "
+                              "replace it, or choose a new --out")
+    import shutil
+
+    for name in RUN_FILES:
+        if name in ("corpus", "training_inputs.json"):
+            continue  # a tokenized corpus is reused when its inputs are the same
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
 
 
 def settle_config(cfg: TrainConfig, out: Path) -> TrainConfig:
@@ -76,9 +132,12 @@ def settle_config(cfg: TrainConfig, out: Path) -> TrainConfig:
 
 
 class _Run:
-    def __init__(self, cfg: TrainConfig, info):
+    def __init__(self, cfg: TrainConfig, info, data=None):
+        self.t_created = time.perf_counter()
         self.info = info
         self.out = Path(cfg.out)
+        if info.is_main:
+            check_output_folder(self.out, cfg.resume, cfg.overwrite)
         self.out.mkdir(parents=True, exist_ok=True)
         self.cfg = cfg = settle_config(cfg, self.out)
         if not cfg.resume and ckpt.list_checkpoints(self.out):
@@ -86,16 +145,19 @@ class _Run:
                              "it, or choose a new --out")
         barrier(info)
         if info.is_main:
-            cfg.save(self.out / CONFIG_FILE)
-            self.corpus = prepare_corpora(cfg.data, self.out, cfg.bins, cfg.universe, cfg.genome, build=True)
+            self.corpus = prepare_corpora(cfg.data, self.out, cfg.bins, cfg.universe, cfg.genome, build=True,
+                                          cells=data)
         barrier(info)
         if not info.is_main:
-            self.corpus = prepare_corpora(cfg.data, self.out, cfg.bins, cfg.universe, cfg.genome, build=False)
+            self.corpus = prepare_corpora(cfg.data, self.out, cfg.bins, cfg.universe, cfg.genome, build=False,
+                                          cells=data)
         self.mi = model_inputs(cfg, self.corpus)
         model = build_model(cfg, self.mi, seed=cfg.seed)
         if info.is_main:
             logger.info("%s", describe(model))
-        self.batcher = make_batcher(model, cfg.context, cfg.order)
+        probs = token_probabilities(self.mi) if cfg.model == "atacformer" and cfg.replacement == "frequency" \
+            else None
+        self.batcher = make_batcher(model, cfg.context, cfg.order, probs)
         self.lengths = self.batcher.effective_lengths(self.corpus.lengths())
         self.n_parts = info.world_size * cfg.grad_accum
         if cfg.batch_size < self.n_parts:
@@ -105,8 +167,16 @@ class _Run:
         self.model = parallelize(model.to(info.device), info, parallel=cfg.parallel, compile=cfg.compile,
                                  activation_checkpointing=cfg.activation_checkpointing)
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), cfg.eps,
-                                         info.device)
+                                         info.device, embedding_lr_scale=cfg.embedding_lr_scale or 1.0)
+        self.planned = cfg.max_steps is None  # sized from the data: epochs, then the time budget
+        if self.planned:
+            n_cells = int(np.count_nonzero(self.lengths))
+            steps = max(1, int(np.ceil(cfg.epochs * n_cells / cfg.batch_size)))
+            self.cfg = cfg = dataclasses.replace(cfg, max_steps=steps, warmup_steps=min(cfg.warmup_steps,
+                                                                                         max(steps // 10, 1)))
         self.scheduler = build_scheduler(self.optimizer, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+        if info.is_main and not (cfg.resume and (self.out / CONFIG_FILE).exists()):
+            cfg.save(self.out / CONFIG_FILE)
         bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and info.device.type == "cuda")
         self.autocast = (torch.autocast(info.device.type, dtype=torch.bfloat16) if bf16
                          else contextlib.nullcontext())
@@ -165,11 +235,18 @@ class _Run:
                 (loss * (meta["weight"] * info.world_size / total_w)).backward()
             loss_sum += loss.detach().double() * meta["weight"]
         grad_norm = clip_grad_norm(model, self.cfg.max_grad_norm)
+        loss_value = all_reduce_sum([float(loss_sum)], info)[0] / total_w
+        if not (np.isfinite(loss_value) and np.isfinite(grad_norm)):
+            step = self.state["step"] + 1
+            raise NonFiniteLossError(
+                f"step {step}: the loss is {loss_value} and the gradient norm {grad_norm}; training stopped "
+                f"before this step changed the weights. Nothing was exported; the last good checkpoint (if "
+                f"any) is kept in {self.out / ckpt.CHECKPOINT_DIR}. Lower --lr (now {self.cfg.lr}) or check "
+                "the inputs")
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        loss_value = all_reduce_sum([float(loss_sum)], info)[0] / total_w
         return {"loss": loss_value, "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "slots": slots}
 
     # -- the loop -------------------------------------------------------------------------
@@ -209,6 +286,9 @@ class _Run:
                         acc["slots"] += out["slots"]
                     step = self.state["step"]
                     bar.update(1)
+                    if self.planned and cfg.time_budget and step == start_step + CALIBRATION_STEPS:
+                        self._fit_time_budget(totals["time"] / CALIBRATION_STEPS, bar)
+                        cfg = self.cfg
                     if step % cfg.log_every == 0 or step == cfg.max_steps:
                         row = self._row(out, window, time.perf_counter() - t_start)
                         tracker.log(row)
@@ -224,6 +304,27 @@ class _Run:
         if last_saved != self.state["step"]:
             self._save()
         return self._finish(totals, row, time.perf_counter() - t_start, start_step)
+
+    def _fit_time_budget(self, step_s: float, bar) -> None:
+        """Shorten a data-sized plan to what fits in ``time_budget`` minutes (counted from
+        the start of the run, tokenization included) at the measured step time."""
+        cfg = self.cfg
+        left = cfg.time_budget * 60 - (time.perf_counter() - self.t_created) - 10.0  # 10 s to export
+        fit = self.state["step"] + max(int(left / max(step_s, 1e-6)), 0)
+        if fit >= cfg.max_steps:
+            return
+        planned = cfg.max_steps
+        self.cfg = dataclasses.replace(cfg, max_steps=max(fit, self.state["step"]))
+        for fn in self.scheduler.lr_lambdas:
+            fn.max_steps = self.cfg.max_steps
+        bar.total = self.cfg.max_steps
+        bar.refresh()
+        if self.info.is_main:
+            self.cfg.save(self.out / CONFIG_FILE)
+            logger.warning("the %.0f-minute time budget fits %d of the %d planned steps (%.1f s a step, %.2f of "
+                           "%.0f epochs); pass --time-budget MINUTES or --max-steps N to train longer (a GPU "
+                           "run takes --device cuda)", cfg.time_budget, self.cfg.max_steps, planned, step_s,
+                           cfg.epochs * self.cfg.max_steps / planned, cfg.epochs)
 
     def _advance(self, n_steps: int, tokens: float) -> None:
         s = self.state

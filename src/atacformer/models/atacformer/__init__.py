@@ -2,6 +2,7 @@
 
 from atacformer.models.atacformer.configuration_atacformer import AtacformerConfig
 from atacformer.models.atacformer.modeling_atacformer import (
+    AtacformerForProfileReconstruction,
     AtacformerForReplacedTokenDetection,
     AtacformerModel,
     ReplacedTokenCollator,
@@ -13,6 +14,7 @@ from atacformer.models.atacformer.modeling_atacformer import (
 
 __all__ = [
     "AtacformerConfig",
+    "AtacformerForProfileReconstruction",
     "AtacformerForReplacedTokenDetection",
     "AtacformerModel",
     "ReplacedTokenCollator",

@@ -50,6 +50,23 @@ class AtacformerConfig(ModelConfig):
         Epsilon of the head's LayerNorm.
     initializer_range
         Std of the normal initialisation.
+    contrastive_weight, temperature
+        Replaced-token detection: weight of a cell-level InfoNCE term between two disjoint
+        token subsets of each cell (0 = off) and its softmax temperature.
+    hide_prob
+        Profile reconstruction: fraction of a cell's tokens hidden from the encoder (the
+        decoder must still score every open region of the cell).
+    decoder_bias_init
+        Profile reconstruction: start the per-region decoder bias at the log-odds of each
+        region's training frequency (set when the model is built from data).
+    pooling
+        How a cell embedding is pooled from the final hidden states: ``"mean"`` (geniml's) or
+        ``"idf"`` (weighted by each token's inverse document frequency in the training cells,
+        stored with the model).
+    remove_depth, l2_normalize
+        Post-processing of a set of cell embeddings: replace them by their principal
+        components minus the one that follows sequencing depth; scale each cell to unit
+        length. Saved with the model so that every entry point embeds alike.
 
     Examples
     --------
@@ -80,8 +97,19 @@ class AtacformerConfig(ModelConfig):
     head_hidden_size: int | None = None
     head_norm_eps: float = 1e-5
     initializer_range: float = 0.02
+    contrastive_weight: float = 0.0
+    temperature: float = 0.1
+    hide_prob: float = 0.5
+    decoder_bias_init: bool = True
+    pooling: str = "mean"
+    remove_depth: bool = False
+    l2_normalize: bool = False
 
     def __post_init__(self):
+        if self.pooling not in ("mean", "idf"):
+            raise ValueError(f"pooling must be 'mean' or 'idf', got {self.pooling!r}")
+        if not 0.0 <= self.hide_prob < 1.0:
+            raise ValueError(f"hide_prob must be in [0, 1), got {self.hide_prob}")
         if self.head not in ("mlp", "linear"):
             raise ValueError(f"head must be 'mlp' or 'linear', got {self.head!r}")
         if not 0.0 <= self.replace_prob < 1.0:

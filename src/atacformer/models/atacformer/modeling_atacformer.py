@@ -147,6 +147,8 @@ class AtacformerModel(_AtacformerLoading, nn.Module):
         self.encoder = Encoder(config.num_layers, config.hidden_size, config.num_heads,
                                config.intermediate_size, config.dropout, config.activation,
                                config.norm_first, config.layer_norm_eps)
+        if config.pooling == "idf":  # IDF of the training cells, saved with the weights
+            self.register_buffer("token_idf", torch.zeros(config.vocab_size))
         self.apply(lambda m: init_weights(m, config.initializer_range))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -158,12 +160,26 @@ class AtacformerModel(_AtacformerLoading, nn.Module):
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
               pooling: str | None = None) -> torch.Tensor:
-        """Cell embeddings (B, D): the mean of the final hidden states over real tokens."""
-        if pooling not in (None, "mean"):
-            raise ValueError(f"Atacformer cells are mean-pooled (pooling='mean'), got {pooling!r}")
+        """Cell embeddings (B, D): the mean of the final hidden states over real tokens
+        (``pooling="mean"``) or their mean weighted by the training cells' IDF (``"idf"``);
+        default: the config's ``pooling``."""
         if attention_mask is None:
             attention_mask = input_ids != self.config.pad_token_id
-        return mean_pool(self(input_ids, attention_mask), attention_mask.bool())
+        return self.pool(self(input_ids, attention_mask), input_ids, attention_mask, pooling)
+
+    def pool(self, hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+             pooling: str | None = None) -> torch.Tensor:
+        """Pool hidden states (B, L, D) of ``input_ids`` into cell vectors (B, D)."""
+        pooling = pooling or self.config.pooling
+        keep = attention_mask.bool()
+        if pooling == "mean":
+            return mean_pool(hidden, keep)
+        if pooling == "idf":
+            if not hasattr(self, "token_idf"):
+                raise ValueError("pooling='idf' needs a model built with pooling='idf' (it stores the IDF)")
+            w = self.token_idf[input_ids] * keep.to(hidden.dtype)  # (B, L)
+            return (hidden * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-12)
+        raise ValueError(f"Atacformer pooling must be 'mean' or 'idf', got {pooling!r}")
 
 
 class ReplacedTokenHead(nn.Module):
@@ -224,8 +240,11 @@ class AtacformerForReplacedTokenDetection(_AtacformerLoading, nn.Module):
         self.discriminator.apply(lambda m: init_weights(m, config.initializer_range))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None) -> ReplacedTokenDetectionOutput:
-        """``labels`` (B, L): 1 = replaced, 0 = original, -100 = ignored (padding)."""
+                labels: torch.Tensor | None = None, view_a: torch.Tensor | None = None,
+                view_b: torch.Tensor | None = None) -> ReplacedTokenDetectionOutput:
+        """``labels`` (B, L): 1 = replaced, 0 = original, -100 = ignored (padding).
+        ``view_a``, ``view_b`` (B, L'): two disjoint token subsets of the same cells (padded
+        with ``<pad>``); with ``config.contrastive_weight > 0`` their InfoNCE is added."""
         if attention_mask is None:
             attention_mask = input_ids != self.config.pad_token_id
         hidden = self.atacformer(input_ids, attention_mask)  # (B, L, D)
@@ -235,6 +254,12 @@ class AtacformerForReplacedTokenDetection(_AtacformerLoading, nn.Module):
             active = (labels != -100) & attention_mask.bool()
             loss = F.binary_cross_entropy_with_logits(logits[active].float(),
                                                       labels[active].float())
+            if view_a is not None and self.config.contrastive_weight > 0:
+                from atacformer.models._quality import cell_contrastive_loss
+
+                za, zb = self.atacformer.embed(view_a), self.atacformer.embed(view_b)
+                loss = loss + self.config.contrastive_weight * cell_contrastive_loss(
+                    za, zb, self.config.temperature)
         return ReplacedTokenDetectionOutput(loss=loss, logits=logits, hidden_states=hidden)
 
     def embed(self, input_ids, attention_mask=None, pooling=None) -> torch.Tensor:
@@ -311,3 +336,74 @@ class ReplacedTokenCollator:
                                            self.config.n_regions, self.random.torch,
                                            token_probs=self.token_probs)
         return {"input_ids": corrupted, "attention_mask": attention_mask, "labels": labels}
+
+
+@dataclass
+class ProfileReconstructionOutput:
+    """``loss`` (scalar or None), ``logits`` (B, n_regions), ``cell`` (B, D) pooled vectors."""
+
+    loss: torch.Tensor | None
+    logits: torch.Tensor
+    cell: torch.Tensor
+
+
+class AtacformerForProfileReconstruction(_AtacformerLoading, nn.Module):
+    """Atacformer trained to reconstruct a cell's whole profile through its pooled vector.
+
+    A fraction ``config.hide_prob`` of the cell's tokens is hidden; the rest go through the
+    encoder and are pooled into one cell vector ``z`` (B, D); a linear decoder scores every
+    region of the vocabulary from ``z`` alone, ``logits = z W^T + b`` (B, n_regions), and the
+    loss is the binary cross-entropy of those scores against the cell's full binary profile
+    (hidden tokens included), averaged over regions and cells. The bottleneck makes ``z``
+    carry the whole profile: the reconstruction objective of PeakVI (Ashuach 2022) with a
+    set encoder in place of an MLP on the count vector, and the masked-bin decoding of the
+    dissertation (LeRoy 2025) with a pooled cell state. The decoder bias starts at the
+    log-odds of each region's training frequency, so training spends its steps on what
+    differs between cells rather than on how often each region is open.
+
+    Examples
+    --------
+    >>> from atacformer import Vocabulary
+    >>> v = Vocabulary(["chr1"] * 100, range(0, 10000, 100), range(100, 10100, 100))
+    >>> cfg = AtacformerConfig.for_vocab(v, hidden_size=32, num_layers=1, num_heads=4,
+    ...                                  intermediate_size=64)
+    >>> model = AtacformerForProfileReconstruction(cfg, vocab=v)
+    >>> ids = torch.tensor([[1, 5, 9, cfg.pad_token_id]])
+    >>> out = model(ids, target_ids=torch.tensor([[1, 5, 9, 20]]))
+    >>> out.logits.shape, out.loss.ndim
+    (torch.Size([1, 100]), 0)
+    """
+
+    def __init__(self, config: AtacformerConfig, vocab=None):
+        super().__init__()
+        self.config = config
+        self.vocab = vocab
+        self.atacformer = AtacformerModel(config, vocab=None)
+        self.decoder = nn.Linear(config.hidden_size, config.n_regions)
+        self.decoder.apply(lambda m: init_weights(m, config.initializer_range))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                target_ids: torch.Tensor | None = None) -> ProfileReconstructionOutput:
+        """``input_ids`` (B, L) the visible tokens; ``target_ids`` (B, T) every open region of
+        each cell, padded with any id outside ``[0, n_regions)``."""
+        z = self.atacformer.embed(input_ids, attention_mask)  # (B, D)
+        logits = self.decoder(z)  # (B, R)
+        loss = None
+        if target_ids is not None:
+            r = self.config.n_regions
+            valid = (target_ids >= 0) & (target_ids < r)
+            target = torch.zeros_like(logits, dtype=torch.float32)
+            rows = torch.arange(len(target_ids), device=target_ids.device)[:, None].expand_as(target_ids)
+            target[rows[valid], target_ids[valid]] = 1.0
+            loss = F.binary_cross_entropy_with_logits(logits.float(), target)
+        return ProfileReconstructionOutput(loss=loss, logits=logits, cell=z)
+
+    def embed(self, input_ids, attention_mask=None, pooling=None) -> torch.Tensor:
+        """Cell embeddings (B, D), as :meth:`AtacformerModel.embed` (every token visible)."""
+        return self.atacformer.embed(input_ids, attention_mask, pooling)
+
+    def init_decoder_bias(self, open_fraction) -> None:
+        """Set the decoder bias to the log-odds of each region's open fraction (n_regions,)."""
+        p = torch.as_tensor(open_fraction, dtype=torch.float32).clamp(1e-6, 1 - 1e-6)
+        with torch.no_grad():
+            self.decoder.bias.copy_(torch.log(p / (1 - p)).to(self.decoder.bias))

@@ -84,6 +84,10 @@ class MaskedBinConfig(ModelConfig):
         Weight of the supervised losses added to the decoder loss.
     initializer_range
         Std of the normal initialisation.
+    pooling
+        Cell embedding: the ``<cls>`` output (``"cls"``) or the mean over the sentence's bins.
+    remove_depth, l2_normalize
+        Post-processing of a set of cell embeddings (see :func:`atacformer.tools.embed`).
     """
 
     model_type: ClassVar[str] = "atacformer_masked_bin"
@@ -124,6 +128,9 @@ class MaskedBinConfig(ModelConfig):
     num_cell_types: int = 0
     supervised_loss_weight: float = 1.0
     initializer_range: float = 0.02
+    pooling: str = "cls"
+    remove_depth: bool = False
+    l2_normalize: bool = False
 
     def __post_init__(self):
         for name, allowed in _CHOICES.items():

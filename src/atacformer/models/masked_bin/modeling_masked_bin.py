@@ -285,7 +285,7 @@ class MaskedBinModel(_MaskedBinBase, nn.Module):
         if attention_mask is None:
             attention_mask = input_ids != self.config.pad_token_id
         hidden = self(input_ids, attention_mask)  # (B, L, D)
-        pooling = pooling or "cls"
+        pooling = pooling or self.config.pooling
         if pooling == "cls":
             return hidden[:, 0]
         if pooling == "mean":

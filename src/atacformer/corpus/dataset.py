@@ -1,7 +1,7 @@
 """A PyTorch ``IterableDataset`` streaming cells from an on-disk corpus.
 
 Each data-loader worker of each distributed rank reads only its own cells
-(:func:`atacformer.data.shard_indices`), from the memory-mapped shards, ``read_cells`` cells
+(:func:`atacformer.corpus.shard_indices`), from the memory-mapped shards, ``read_cells`` cells
 per vectorised gather. Memory per worker: the epoch order (8 bytes per cell; 80 MB for
 10^7 cells), one read batch and the optional shuffle buffer, whatever the corpus size.
 """
@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from atacformer.data.corpus import Corpus
-from atacformer.data.sharding import shard_indices
+from atacformer.corpus.corpus import Corpus
+from atacformer.corpus.sharding import shard_indices
 
 __all__ = ["CorpusDataset"]
 
@@ -40,7 +40,7 @@ class CorpusDataset(IterableDataset):
     corpus
         A :class:`Corpus` or the path of one.
     shuffle, seed, block_size, drop_last
-        See :func:`atacformer.data.shard_indices`. ``drop_last`` gives every rank the same
+        See :func:`atacformer.corpus.shard_indices`. ``drop_last`` gives every rank the same
         number of cells (needed by DDP).
     rank, world_size
         Distributed position; default from ``torch.distributed`` when it is initialised,

@@ -9,27 +9,27 @@ data-loader workers by :func:`shard_indices`.
 
 Examples
 --------
->>> from atacformer.data import Corpus, CorpusDataset
+>>> from atacformer.corpus import Corpus, CorpusDataset
 >>> corpus = Corpus.from_anndata("schep.h5ad", "schep_corpus")  # doctest: +SKIP
 >>> corpus.append_anndata("buenrostro.h5ad")  # doctest: +SKIP
 >>> token_ids, counts = corpus[0]  # doctest: +SKIP
 """
 
-from atacformer.data._h5ad import (
+from atacformer.corpus._h5ad import (
     append_anndata,
     from_anndata,
     to_anndata,
     vocab_from_var,
     write_h5ad,
 )
-from atacformer.data.corpus import Corpus, ShardInfo
-from atacformer.data.sharding import epoch_order, shard_indices
+from atacformer.corpus.corpus import Corpus, ShardInfo
+from atacformer.corpus.sharding import epoch_order, shard_indices
 
 
 def __getattr__(name):
     # torch is imported only when the PyTorch dataset is asked for.
     if name == "CorpusDataset":
-        from atacformer.data.dataset import CorpusDataset
+        from atacformer.corpus.dataset import CorpusDataset
 
         return CorpusDataset
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,28 +10,28 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-import atacformer.pipeline as pipeline
+import atacformer.demo as demo
 from atacformer import tools as tl
-from atacformer.benchmark import RECIPES, pretrain_cells
 from atacformer.cli import main
-from atacformer.models import embed_cells
+from atacformer.models import embed_cells, load_model
+from atacformer.train import TrainConfig, pretrain
 from atacformer.vocab import Vocabulary
 
 torch.set_num_threads(1)
 
 
 def test_main_job_synthetic(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(pipeline, "shared_data_dir", lambda: None)
-    report = pipeline.run_main_job(tmp_path, steps=3)
+    monkeypatch.setattr(demo, "shared_data_dir", lambda: None)
+    report = demo.run_main_job(tmp_path, steps=3)
     out = capsys.readouterr().out
-    assert "SYNTHETIC" in out and "step 3/3" in out
+    assert "SYNTHETIC" in out and "3 steps" in out
     assert report["data"] == "SYNTHETIC"
     r = report["datasets"]["synthetic"]
     assert set(r["scores"]) == {"X_atacformer", "X_lsi"}
     a = ad.read_h5ad(tmp_path / "synthetic.h5ad")
     assert {"X_atacformer", "X_lsi", "X_umap"} <= set(a.obsm) and "leiden_atacformer" in a.obs
     for f in ("synthetic.tokens.h5ad", "synthetic.umap.png", "report.json", "report.md",
-              "synthetic.model/config.json"):
+              "synthetic.run/model/config.json"):
         assert (tmp_path / f).stat().st_size > 0
     assert json.loads((tmp_path / "report.json").read_text())["data"] == "SYNTHETIC"
 
@@ -43,7 +43,7 @@ def test_demo_cli_user_h5ad(data_dir, tmp_path, capsys):
     report = json.loads((tmp_path / "report.json").read_text())
     (name, r), = report["datasets"].items()
     assert r["cells"] == 50 and r["tokens"] == 29269
-    assert "ari" in r["scores"]["X_atacformer"]
+    assert "leiden_ari" in r["scores"]["X_atacformer"]
     assert "Using your input" in capsys.readouterr().out
 
 
@@ -56,20 +56,29 @@ def _tiny(n_cells=30, seed=0):
     return v, ad.AnnData(x)
 
 
+def _train(a, tmp_path, recipe, steps):
+    cfg = TrainConfig(out=str(tmp_path / f"run-{recipe}"), recipe=recipe, max_steps=steps, batch_size=8,
+                      progress=False, tensorboard=False,
+                      model_overrides={"hidden_size": 16, "num_heads": 2, "intermediate_size": 32})
+    return load_model(pretrain(cfg, data=a)["model_dir"])
+
+
 def test_embed_matches_embed_cells_and_streams_to_disk(tmp_path):
     v, a = _tiny()
-    model, _ = pretrain_cells(RECIPES["rtd-uniform"].replace(steps=2, hidden_size=16, num_heads=2), a.X, v)
-    tl.embed(a, model, token_weights=None, remove_depth=False, l2_normalize=False, chunk_size=7)
+    a.var = v.to_dataframe()
+    model = _train(a, tmp_path, "rtd", 2)
+    tl.embed(a, model, remove_depth=False, l2_normalize=False, chunk_size=7)
     ref = embed_cells(model, a.X)
     np.testing.assert_allclose(a.obsm["X_atacformer"][1:], ref[1:], rtol=1e-4, atol=1e-5)
     assert np.isnan(a.obsm["X_atacformer"][0]).all()
     b = a.copy()
-    tl.embed(b, model, token_weights=None, out_path=tmp_path / "emb.npy", chunk_size=7)
+    tl.embed(b, model, out_path=tmp_path / "emb.npy", chunk_size=7)
     np.testing.assert_allclose(np.load(tmp_path / "emb.npy")[1:], ref[1:], rtol=1e-4, atol=1e-5)
-    tl.embed(a, model, key_added="X_post")  # idf pooling, depth removal, unit length
+    model = _train(a, tmp_path, "rtd-contrastive", 2)  # its folder asks for idf pooling, depth removal, unit length
+    tl.embed(a, model, key_added="X_post")
     post = a.obsm["X_post"][1:]
     np.testing.assert_allclose(np.linalg.norm(post, axis=1), 1.0, rtol=1e-5)
-    assert a.uns["X_post"]["token_weights"] == "idf"
+    assert a.uns["X_post"]["pooling"] == "idf" and a.uns["X_post"]["remove_depth"]
     with pytest.raises(ValueError, match="tokenize"):
         tl.embed(ad.AnnData(sp.csr_matrix((3, 5))), model)
 
@@ -86,9 +95,10 @@ def test_remove_depth_directions_drops_the_depth_axis():
     assert np.abs(np.corrcoef(coords.T, np.log(depth))[-1, :-1]).max() < 0.2
 
 
-def test_region_embeddings_static_contextual_attention():
+def test_region_embeddings_static_contextual_attention(tmp_path):
     v, a = _tiny()
-    model, _ = pretrain_cells(RECIPES["rtd-uniform"].replace(steps=1, hidden_size=16, num_heads=2), a.X, v)
+    a.var = v.to_dataframe()
+    model = _train(a, tmp_path, "rtd", 1)
     static = tl.region_embeddings(model, a)
     assert static.shape == (80, 16) and a.varm["atacformer_regions"].shape == (80, 16)
     out = tl.region_embeddings(model, cells=a.X[1:3], contextual=True, attention=True)

@@ -23,8 +23,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from atacformer.data._fs import fsync_dir, write_json
-from atacformer.data._validate import as_count_csr, count_dtype, normalize_obs
+from atacformer.corpus._fs import fsync_dir, write_json
+from atacformer.corpus._validate import as_count_csr, count_dtype, normalize_obs
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class ShardWriter:
     Examples
     --------
     >>> import tempfile
-    >>> from atacformer.data._validate import normalize_obs
+    >>> from atacformer.corpus._validate import normalize_obs
     >>> w = ShardWriter(tempfile.mkdtemp(), "demo")
     >>> w.add(sp.csr_matrix(np.array([[0, 3], [1, 0]])), normalize_obs(None, 2, "d", None, "demo"))
     >>> w.finish()["n_tokens"]

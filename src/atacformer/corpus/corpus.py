@@ -34,10 +34,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from atacformer.data import _reader
-from atacformer.data._fs import install_dir, write_json, writer_lock
-from atacformer.data._validate import OBS_COLUMNS
-from atacformer.data._writer import Transaction
+from atacformer.corpus import _reader
+from atacformer.corpus._fs import install_dir, write_json, writer_lock
+from atacformer.corpus._validate import OBS_COLUMNS
+from atacformer.corpus._writer import Transaction
 from atacformer.errors import VocabularyMismatchError
 from atacformer.vocab import Vocabulary
 
@@ -386,28 +386,28 @@ class Corpus:
 
     # -- AnnData ------------------------------------------------------------------------
     def to_anndata(self):
-        """The whole corpus as an in-memory AnnData (see :func:`atacformer.data.to_anndata`)."""
-        from atacformer.data import _h5ad
+        """The whole corpus as an in-memory AnnData (see :func:`atacformer.corpus.to_anndata`)."""
+        from atacformer.corpus import _h5ad
 
         return _h5ad.to_anndata(self)
 
     def write_h5ad(self, path, chunk_cells: int = 4096) -> Path:
-        """Stream the corpus into an ``.h5ad`` file (see :func:`atacformer.data.write_h5ad`)."""
-        from atacformer.data import _h5ad
+        """Stream the corpus into an ``.h5ad`` file (see :func:`atacformer.corpus.write_h5ad`)."""
+        from atacformer.corpus import _h5ad
 
         return _h5ad.write_h5ad(self, path, chunk_cells)
 
     def append_anndata(self, adata, dataset: str | None = None, batch: str | None = None,
                        layer: str | None = None, chunk_cells: int = 4096) -> list[ShardInfo]:
-        """Append an AnnData or ``.h5ad`` (see :func:`atacformer.data.append_anndata`)."""
-        from atacformer.data import _h5ad
+        """Append an AnnData or ``.h5ad`` (see :func:`atacformer.corpus.append_anndata`)."""
+        from atacformer.corpus import _h5ad
 
         return _h5ad.append_anndata(self, adata, dataset, batch, layer, chunk_cells)
 
     @classmethod
     def from_anndata(cls, adata, corpus_path, vocab: Vocabulary | None = None, **kwargs) -> Corpus:
-        """A new corpus from an AnnData or ``.h5ad`` (see :func:`atacformer.data.from_anndata`)."""
-        from atacformer.data import _h5ad
+        """A new corpus from an AnnData or ``.h5ad`` (see :func:`atacformer.corpus.from_anndata`)."""
+        from atacformer.corpus import _h5ad
 
         return _h5ad.from_anndata(adata, corpus_path, vocab, **kwargs)
 

@@ -101,8 +101,10 @@ def normalize_obs(obs, n_cells: int, dataset: str, batch: str | None, where: str
                   row_offset: int = 0) -> pd.DataFrame:
     """Per-cell metadata for one chunk, with the corpus' fixed columns first.
 
-    ``barcode`` comes from an ``obs["barcode"]`` column, else from the index of ``obs``, else
-    it is the cell's row number within the dataset. ``dataset`` is always ``dataset``.
+    ``barcode`` is the cell's identity: the index of ``obs`` (an AnnData's ``obs_names``), else
+    the cell's row number within the dataset. A ``barcode`` column that differs from the index
+    (a raw barcode repeated across libraries of a multi-sample set) is kept as
+    ``raw_barcode``. ``dataset`` is always ``dataset``.
     ``batch`` is the ``batch`` argument when given, else an ``obs["batch"]`` column, else the
     dataset name. ``cell_type`` is ``obs["cell_type"]`` or missing. Other columns are kept;
     categorical and text columns are stored as strings.
@@ -119,8 +121,11 @@ def normalize_obs(obs, n_cells: int, dataset: str, batch: str | None, where: str
     if len(obs) != n_cells:
         raise ValueError(f"{where}: obs has {len(obs)} rows but the count matrix has {n_cells} cells")
     out = pd.DataFrame(index=pd.RangeIndex(n_cells))
-    barcodes = obs["barcode"] if "barcode" in obs.columns else pd.Series(obs.index)
-    out["barcode"] = _strings(barcodes, "barcode", where, row_offset, allow_missing=False)
+    out["barcode"] = _strings(pd.Series(obs.index), "barcode", where, row_offset, allow_missing=False)
+    if "barcode" in obs.columns:
+        raw = obs["barcode"].astype(str).to_numpy()
+        if not (raw == out["barcode"].to_numpy()).all():
+            out["raw_barcode"] = raw
     out["dataset"] = dataset
     if batch is not None:
         out["batch"] = str(batch)

@@ -19,15 +19,15 @@ import numpy as np
 import pandas as pd
 
 from atacformer.datasets import shared_data_dir, synthetic_fragments
-from atacformer.tokenizers import TokenizedCells, tokenize_fragments, tokenize_peak_matrix
+from atacformer.tokenizers import TokenizedCells, peak_vocabulary, tokenize_fragments, tokenize_peak_matrix
 from atacformer.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
 
-#: the recipe the main job pretrains with (see atacformer.benchmark.RECIPES)
-MAIN_RECIPE = "lsi-offset+contrastive"
-#: its default step count: keeps the CPU main job to a few minutes on 2 cores
-MAIN_STEPS = 80
+#: the recipe the main job pretrains with (see atacformer.train.RECIPES)
+MAIN_RECIPE = "profile"
+#: the time budget of each dataset's pretraining (minutes): the main job stays a few minutes on 2 cores
+MAIN_TIME_BUDGET = 1.5
 
 
 def _say(msg: str) -> None:
@@ -42,14 +42,6 @@ def compact(cells: TokenizedCells) -> TokenizedCells:
     return TokenizedCells(X=cells.X[:, keep].tocsr(), barcodes=cells.barcodes, vocab=vocab, obs=cells.obs)
 
 
-def own_peaks(path) -> Vocabulary:
-    """The peaks of an ``.h5ad`` / 10x / MTX peak matrix as a vocabulary."""
-    from atacformer.io.matrix import read_peak_matrix
-
-    p = read_peak_matrix(path).peaks
-    return Vocabulary(p["chrom"].astype(str).to_numpy(), p["start"].to_numpy(), p["end"].to_numpy())
-
-
 def load_user_input(path, labels_key=None, genome="hg38", bin_size=5000):
     """Tokenize a user's fragments file (genome bins, compacted) or peak matrix (own peaks).
 
@@ -60,7 +52,7 @@ def load_user_input(path, labels_key=None, genome="hg38", bin_size=5000):
     name = path.name.split(".")[0]
     low = path.name.lower()
     if low.endswith((".h5ad", ".h5")) or path.is_dir():
-        cells = tokenize_peak_matrix(path, own_peaks(path))
+        cells = tokenize_peak_matrix(path, peak_vocabulary(path))
         if labels_key is not None and labels_key not in cells.obs:
             raise ValueError(f"{path}: obs has no column {labels_key!r} (columns: {list(cells.obs.columns)})")
         return name, cells, labels_key
@@ -87,7 +79,7 @@ def load_inputs(data_dir, out: Path, bin_size: int = 5000) -> list[tuple[str, To
         jobs.append(("archr_pbsmall", cells, "cell_type"))
         mat = d / "buenrostro2018_BM0828_ra3" / "buenrostro2018_BM0828_533cells.h5ad"
         t = time.perf_counter()
-        cells = tokenize_peak_matrix(mat, own_peaks(mat))
+        cells = tokenize_peak_matrix(mat, peak_vocabulary(mat))
         _say(f"[real] {mat.name}: peak matrix -> its own peaks as tokens in {time.perf_counter() - t:.2f}s -> "
              f"{json.dumps(cells.summary())}")
         jobs.append(("buenrostro2018_bm0828", cells, "cell_type"))
@@ -105,51 +97,53 @@ def analyse(name: str, cells: TokenizedCells, label_key, out: Path, steps: int |
     from atacformer import metrics
     from atacformer import plotting as pl
     from atacformer import tools as tl
-    from atacformer.benchmark.recipes import RECIPES, embed_recipe, pretrain_cells
+    from atacformer.models import load_model
+    from atacformer.train import TrainConfig, pretrain
 
-    recipe = RECIPES[MAIN_RECIPE].replace(steps=MAIN_STEPS if steps is None else steps)
     adata = cells.to_anndata()
     adata.write_h5ad(out / f"{name}.tokens.h5ad")
-    _say(f"[{name}] pretraining ({recipe.name}: d {recipe.hidden_size}, {recipe.num_layers} layers, "
-         f"{recipe.steps} steps of {recipe.batch_size} cells, no labels)")
-    model, info = pretrain_cells(recipe, adata.X, cells.vocab,
-                                 progress=lambda s, n, loss: _say(f"[{name}]   step {s}/{n}  loss {loss:.4f}"))
-    model.save_pretrained(out / f"{name}.model")
+    _say(f"[{name}] pretraining (recipe {MAIN_RECIPE}, no labels; "
+         + (f"{steps} steps)" if steps is not None else f"at most {MAIN_TIME_BUDGET} min)"))
+    cfg = TrainConfig(out=str(out / f"{name}.run"), recipe=MAIN_RECIPE, max_steps=steps,
+                      time_budget=MAIN_TIME_BUDGET, tensorboard=False, overwrite=True)
+    summary = pretrain(cfg, data=cells)
+    _say(f"[{name}]   {summary['steps']} steps, {summary['tokens_seen']:,} tokens in {summary['elapsed_s']:.0f}s, "
+         f"final loss {summary['final_loss']}")
+    model = load_model(summary["model_dir"])
     t = time.perf_counter()
-    embed_recipe(adata, model, recipe)
+    tl.embed(adata, model)
     _say(f"[{name}] embedded {adata.n_obs} cells in {time.perf_counter() - t:.1f}s -> obsm['X_atacformer']")
     tl.lsi(adata, n_components=min(30, min(adata.shape) - 2))
-    labels = None if label_key is None else adata.obs[label_key].astype(str).to_numpy()
-    known = None if labels is None else labels != "nan"
-    k = int(len(np.unique(labels[known]))) if labels is not None else None
-    rep = {"cells": adata.n_obs, "tokens": adata.n_vars, "pretrain": info, "recipe": recipe.name, "scores": {}}
+    rep = {"cells": adata.n_obs, "tokens": adata.n_vars, "pretrain": summary, "recipe": MAIN_RECIPE, "scores": {}}
     for use in ("X_atacformer", "X_lsi"):
-        key = f"leiden_{use[2:]}"
-        if k is not None:
-            tl.cluster(adata, use, "leiden", n_clusters=k, key_added=key)
-            s = metrics.clustering_scores(labels[known], adata.obs[key].astype(str).to_numpy()[known])
-            rep["scores"][use] = {m: round(float(s[m]), 4) for m in ("ari", "ami", "nmi", "homogeneity")}
-            _say(f"[{name}] {use}: Leiden at k={k}: ARI {s['ari']:.3f}, NMI {s['nmi']:.3f}")
-        else:
-            tl.cluster(adata, use, "leiden", key_added=key)
+        if label_key is not None:
+            s = metrics.evaluate_embedding(adata, use, label_key)
+            rep["scores"][use] = {k: round(float(v), 4) for k, v in s.items()}
+            _say(f"[{name}] {use}: Leiden at the true k: ARI {s['leiden_ari']:.3f}, NMI {s['leiden_nmi']:.3f}; "
+                 f"k-means ARI {s['kmeans_ari']:.3f}; label transfer {s['transfer_acc']:.3f}")
+    k = None
+    if label_key is not None:
+        labels = adata.obs[label_key].astype(str)
+        k = int(labels[labels != "nan"].nunique())
+    tl.cluster(adata, "X_atacformer", "leiden", n_clusters=k, key_added="leiden_atacformer")
     tl.umap(adata, "X_atacformer")
     color = [c for c in (label_key, "leiden_atacformer") if c is not None]
     pl.umap(adata, color=color, path=out / f"{name}.umap.png")
     adata.write_h5ad(out / f"{name}.h5ad")
-    rep.update(h5ad=str(out / f"{name}.h5ad"), umap=str(out / f"{name}.umap.png"), model=str(out / f"{name}.model"))
+    rep.update(h5ad=str(out / f"{name}.h5ad"), umap=str(out / f"{name}.umap.png"), model=summary["model_dir"])
     return rep
 
 
 def _markdown(report: dict) -> str:
-    lines = [f"# atacformer main job ({report['data']} data)", "",
-             "Pretrained self-supervised (labels only score the clusters); Leiden at the true number of labels.",
-             "", "| dataset | cells | tokens | pretrain s | embedding | ARI | AMI | NMI | homogeneity |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for name, r in report["datasets"].items():
-        for use, s in r["scores"].items():
-            lines.append(f"| {name} | {r['cells']} | {r['tokens']} | {r['pretrain']['seconds']:.0f} | {use} | "
-                         f"{s['ari']:.3f} | {s['ami']:.3f} | {s['nmi']:.3f} | {s['homogeneity']:.3f} |")
-    return "\n".join(lines) + "\n"
+    rows = [{"dataset": name, "cells": r["cells"], "tokens": r["tokens"],
+             "pretrain_s": round(r["pretrain"]["elapsed_s"]), "embedding": use, **s}
+            for name, r in report["datasets"].items() for use, s in r["scores"].items()]
+    cols = ["dataset", "cells", "tokens", "pretrain_s", "embedding", "leiden_ari", "leiden_nmi", "kmeans_ari",
+            "transfer_acc"]
+    table = pd.DataFrame(rows, columns=cols)
+    return (f"# atacformer main job ({report['data']} data)\n\nPretrained self-supervised (labels only score "
+            "the clusters); scored by atacformer.metrics.evaluate_embedding (Leiden and k-means at the true "
+            "number of labels, kNN label transfer).\n\n" + table.to_markdown(index=False, floatfmt=".3f") + "\n")
 
 
 def run_main_job(out_dir="results", data_dir=None, bin_size: int = 5000, input_path=None, labels_key=None,
@@ -169,14 +163,26 @@ def run_main_job(out_dir="results", data_dir=None, bin_size: int = 5000, input_p
     input_path, labels_key, genome
         The user's own fragments file or peak matrix instead of the bundled data.
     steps
-        Pretraining steps (default :data:`MAIN_STEPS`).
+        Pretraining steps (default: the ``cpu`` preset's plan within :data:`MAIN_TIME_BUDGET`).
 
     Examples
     --------
     >>> report = run_main_job("results")   # doctest: +SKIP
     """
     out = Path(out_dir)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(out, data_dir, bin_size, input_path, labels_key, genome, steps)
+    except BaseException:
+        if created:  # a failed first run leaves no half-filled output folder behind
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _run(out: Path, data_dir, bin_size, input_path, labels_key, genome, steps) -> dict:
     t0 = time.perf_counter()
     if input_path is not None:
         _say(f"Using your input {input_path}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from atacformer.data._reader import ranges
+from atacformer.corpus._reader import ranges
 
 __all__ = ["epoch_order", "shard_indices"]
 
@@ -31,7 +31,7 @@ def epoch_order(n: int, epoch: int = 0, seed: int = 0, shuffle: bool = False,
         With ``shuffle``, permute blocks of ``block_size`` consecutive cells instead of single
         cells (cells keep their order inside a block). Larger blocks read the disk in longer
         contiguous runs; pair them with a shuffle buffer (see
-        :class:`atacformer.data.CorpusDataset`) so batches still mix datasets.
+        :class:`atacformer.corpus.CorpusDataset`) so batches still mix datasets.
 
     Returns
     -------

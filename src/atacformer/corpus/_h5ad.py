@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from atacformer.data.corpus import Corpus, ShardInfo
+from atacformer.corpus.corpus import Corpus, ShardInfo
 from atacformer.vocab import Vocabulary
 
 __all__ = ["append_anndata", "from_anndata", "to_anndata", "write_h5ad"]
@@ -122,15 +122,10 @@ def vocab_from_var(adata, source: str = "AnnData") -> Vocabulary:
     >>> vocab_from_var(adata).n_regions == adata.n_vars  # doctest: +SKIP
     True
     """
-    from atacformer.io.matrix import peaks_from_names
+    from atacformer.io.matrix import _peaks_from_var
 
-    var = adata.var
-    if {"chrom", "start", "end"} <= set(var.columns):
-        chroms = var["chrom"].astype(str).to_numpy()
-        starts, ends = var["start"].to_numpy(dtype=np.int64), var["end"].to_numpy(dtype=np.int64)
-    else:
-        peaks = peaks_from_names(var.index, path=source)
-        chroms, starts, ends = peaks["chrom"].to_numpy(), peaks["start"].to_numpy(), peaks["end"].to_numpy()
+    peaks = _peaks_from_var(adata.var, path=source)  # chrom/chr/seqnames columns, else peak names
+    chroms, starts, ends = peaks["chrom"].to_numpy(), peaks["start"].to_numpy(), peaks["end"].to_numpy()
     meta = dict(adata.uns.get(UNS_KEY, {}))
     kwargs = {"special_tokens": list(meta["special_tokens"])} if "special_tokens" in meta else {}
     return Vocabulary(chroms, starts, ends, genome=meta.get("genome") or None,

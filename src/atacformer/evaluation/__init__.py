@@ -1,0 +1,28 @@
+"""Embedding-quality benchmark (``atacformer benchmark``): peers and atacformer recipes
+(:data:`atacformer.train.RECIPES`) side by side, see :mod:`~atacformer.evaluation.harness`.
+
+Examples
+--------
+>>> from atacformer.evaluation import BenchmarkConfig, run_benchmark
+>>> run_benchmark("../shared/data", "bench", BenchmarkConfig(max_cells=100))  # doctest: +SKIP
+"""
+
+import importlib
+
+# name -> module, imported on first use so that ``atacformer --help`` (which registers the
+# benchmark command from atacformer.evaluation.cli) does not import torch
+_EXPORTS = {
+    "LABELLED_SETS": "harness", "BenchmarkConfig": "harness", "format_table": "harness",
+    "load_labelled_sets": "harness", "run_benchmark": "harness", "score_embedding": "harness",
+    "snapatac2_spectral": "harness", "tokenize_sets": "harness", "METHODS": "harness",
+    "peakvi_latent": "harness", "train_recipe": "harness", "drop_nonzeros": "harness", "add_gains": "harness",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"atacformer.evaluation.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

@@ -1,0 +1,85 @@
+"""The benchmark harness at CI scale (a marked slow test runs the full one)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from atacformer.evaluation import BenchmarkConfig, run_benchmark, score_embedding
+from atacformer.evaluation import harness
+from atacformer.cli import main
+from atacformer.train import RECIPES
+
+torch.set_num_threads(1)
+
+
+def test_score_embedding_matches_sklearn():
+    import anndata as ad
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["a", "b", "c"], 20)
+    emb = rng.normal(size=(60, 5)).astype(np.float32) + np.repeat(np.eye(3, 5) * 6, 20, axis=0)
+    a = ad.AnnData(obs=pd.DataFrame({"cell_type": labels}, index=[f"c{i}" for i in range(60)]))
+    a.obsm["X_e"] = emb
+    row = score_embedding(a, "X_e")
+    km = KMeans(3, n_init=10, random_state=0).fit_predict(emb)
+    assert row["kmeans_ari"] == pytest.approx(adjusted_rand_score(labels, km))
+    assert row["leiden_ari"] > 0.95 and row["transfer_acc"] > 0.95 and row["leiden_k"] == 3
+    assert row["transfer_f1"] > 0.95
+
+
+def test_benchmark_small(data_dir, tmp_path, monkeypatch):
+    seen = []
+    real = harness.train_recipe
+
+    def spy(recipe, cells, out, cfg, max_steps=None):  # pretraining gets cells without labels' use
+        seen.append((recipe, max_steps))
+        return real(recipe, cells, out, cfg, max_steps)
+
+    monkeypatch.setattr(harness, "train_recipe", spy)
+    cfg = BenchmarkConfig(datasets=("Schep600", "chromVAR50"), methods=("lsi", "snapatac2", "atacformer"),
+                          recipes=["profile", "rtd-frequency"], steps=3, max_cells=72, dropout=(0.5,))
+    table = run_benchmark(data_dir, tmp_path, cfg, say=lambda m: None)
+    assert set(table["dataset"]) == {"Schep600", "chromVAR50"}
+    methods = {"LSI", "SnapATAC2", "atacformer profile", "atacformer profile untrained",
+               "atacformer rtd-frequency", "atacformer rtd-frequency untrained"}
+    assert methods <= set(table["method"])
+    assert set(table["dropout"]) == {0.0, 0.5}
+    assert table[["leiden_ari", "kmeans_ari", "transfer_acc"]].notna().all().all()
+    trained = table[(table.method == "atacformer profile") & (table.dropout == 0)]
+    assert trained["leiden_ari_gain"].notna().all()
+    assert sorted(seen) == sorted([(r, s) for r in ("profile", "rtd-frequency") for s in (0, 3)] * 2)
+    lsi = table[(table.dataset == "Schep600") & (table.method == "LSI") & (table.dropout == 0)].iloc[0]
+    assert lsi.transfer_acc > 0.3  # a sane baseline on real labels (chance: 1/12; 6 cells per type here)
+    for f in ("benchmark.csv", "benchmark.md", "umap_Schep600.png", "umap_chromVAR50.png"):
+        assert (tmp_path / f).stat().st_size > 0
+    assert "leiden_ari_gain" in (tmp_path / "benchmark.md").read_text()
+
+
+def test_benchmark_cli(data_dir, tmp_path, capsys):
+    rc = main(["benchmark", "--data-dir", str(data_dir), "--out", str(tmp_path), "--datasets", "chromVAR50",
+               "--methods", "lsi,atacformer", "--recipes", "rtd", "--steps", "2", "--no-umap"])
+    assert rc == 0
+    assert "atacformer rtd untrained" in capsys.readouterr().out
+    assert (tmp_path / "benchmark.csv").exists()
+    assert main(["benchmark", "--data-dir", str(data_dir), "--recipes", "nope"]) == 2
+    assert "unknown recipe" in capsys.readouterr().err
+
+
+def test_recipes_resolve_to_valid_configs():
+    from atacformer.train import TrainConfig
+
+    for name in RECIPES:
+        cfg = TrainConfig(data=["x.h5ad"], recipe=name).resolved()
+        assert cfg.recipe == name and cfg.objective in ("rtd", "profile")
+        assert cfg.model_kwargs()  # every switch maps to a model field
+
+
+@pytest.mark.slow
+def test_benchmark_full(data_dir, tmp_path):
+    table = run_benchmark(data_dir, tmp_path, BenchmarkConfig(recipes=list(RECIPES), time_budget=2.0), say=print)
+    assert len(set(table["dataset"])) == 3

@@ -59,7 +59,7 @@ def _tiny(n_cells=30, seed=0):
 def _train(a, tmp_path, recipe, steps):
     cfg = TrainConfig(out=str(tmp_path / f"run-{recipe}"), recipe=recipe, max_steps=steps, batch_size=8,
                       progress=False, tensorboard=False,
-                      model_overrides={"hidden_size": 16, "num_heads": 2, "intermediate_size": 32})
+                      model_overrides={"hidden_size": 16, "num_layers": 2, "num_heads": 2, "intermediate_size": 32})
     return load_model(pretrain(cfg, data=a)["model_dir"])
 
 

@@ -50,3 +50,8 @@ class GenomeMismatchError(InputFormatError):
 
 class VocabularyMismatchError(AtacformerError, ValueError):
     """A model, corpus or matrix was built with another vocabulary."""
+
+
+class OutputError(AtacformerError, ValueError):
+    """An output path cannot be written: it exists (without ``--overwrite``), it is an input,
+    or it holds files the command did not make."""

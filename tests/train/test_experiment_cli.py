@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from atacformer.train.experiment import kmeans_ari, load_plan, run_config, run_experiment
+from atacformer.train.experiment import load_plan, run_config, run_experiment
 
 PLAN = """
 [experiment]
@@ -74,8 +74,9 @@ def test_load_plan_merges_stage_switches_and_grids(plan_file, tmp_path):
 def test_experiment_runs_skips_and_reuses(plan_file, tmp_path):
     table = run_experiment(plan_file)
     df = pd.read_csv(tmp_path / "out" / "results.csv")
-    assert table.startswith("| stage | run |") and (tmp_path / "out" / "results.md").exists()
-    assert df["run"].tolist() == ["baseline", "dna", "decoder=mlp", "decoder=cross_attention", "TF-IDF + SVD (LSI)"]
+    assert table.split("|")[1].strip() == "stage" and (tmp_path / "out" / "results.md").exists()
+    assert df["run"].tolist() == ["baseline", "dna", "decoder=mlp", "decoder=cross_attention",
+                                  "LSI (atacformer.tl.lsi)"]
     status = dict(zip(df["run"], df["status"]))
     assert status["dna"].startswith("skipped: no DNA embedding table")
     done = df[df["status"] == "done"]
@@ -87,14 +88,6 @@ def test_experiment_runs_skips_and_reuses(plan_file, tmp_path):
     assert model.stat().st_mtime_ns == before  # finished runs are reused, not retrained
 
 
-def test_kmeans_ari_against_known_partitions():
-    rng = np.random.default_rng(0)
-    labels = np.repeat(["a", "b", "c"], 30)
-    separated = np.repeat(np.eye(3) * 10, 30, axis=0) + rng.normal(size=(90, 3)) * 0.1
-    assert kmeans_ari(separated, labels) == pytest.approx(1.0)
-    assert abs(kmeans_ari(rng.normal(size=(90, 3)), labels)) < 0.1
-
-
 def test_pretrain_on_an_h5ad_just_works_then_embed(cli, toy_h5ad, tmp_path):
     out = tmp_path / "run"
     proc = cli(["pretrain", "--data", str(toy_h5ad), "--out", str(out), "--max-steps", "3", "--no-progress"])
@@ -103,7 +96,7 @@ def test_pretrain_on_an_h5ad_just_works_then_embed(cli, toy_h5ad, tmp_path):
     assert (out / "corpus" / "manifest.json").exists()
     cli(["embed", str(out / "model"), str(toy_h5ad), "-o", str(tmp_path / "emb.h5ad")])
     emb = ad.read_h5ad(tmp_path / "emb.h5ad").obsm["X_atacformer"]
-    assert emb.shape == (48, 32) and np.isfinite(emb).all()
+    assert emb.shape[0] == 48 and np.isfinite(emb).all()
 
 
 def test_help_lists_the_commands(cli):

@@ -84,22 +84,22 @@ def check_output_file(path, *, overwrite: bool = False, inputs=(), suffix: str =
     --------
     >>> check_output_file("out.h5ad", inputs=["out.h5ad"])  # doctest: +SKIP
     Traceback (most recent call last):
-    atacformer.errors.AtacformerError: out.h5ad is also an input; write to another file
+    atacformer.errors.OutputError: out.h5ad is also an input; write to another file
     """
-    from atacformer.errors import AtacformerError
+    from atacformer.errors import OutputError
 
     p = Path(os.fspath(path))
     if suffix and not p.name.endswith(suffix):
-        raise AtacformerError(f"{p}: the output must be a {suffix} file")
+        raise OutputError(f"{p}: the output must be a {suffix} file")
     if p.is_dir():
-        raise AtacformerError(f"{p} is a folder; name an output file ({suffix}) inside it")
+        raise OutputError(f"{p} is a folder; name an output file ({suffix}) inside it")
     if not p.parent.exists():
-        raise AtacformerError(f"{p.parent}: the output folder does not exist")
+        raise OutputError(f"{p.parent}: the output folder does not exist")
     for i in inputs:
         if isinstance(i, (str, os.PathLike)) and os.path.exists(i) and p.exists() and os.path.samefile(i, p):
-            raise AtacformerError(f"{p} is also an input; write to another file")
+            raise OutputError(f"{p} is also an input; write to another file")
     if p.exists() and not overwrite:
-        raise AtacformerError(f"{p} exists; pass --overwrite to replace it")
+        raise OutputError(f"{p} exists; pass --overwrite to replace it")
 
 
 def write_h5ad_atomic(adata, path) -> None:

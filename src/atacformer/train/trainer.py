@@ -35,7 +35,7 @@ import torch
 
 from atacformer.train import checkpoint as ckpt
 from atacformer.train.batching import MicroBatches, make_loader, part_rng, plan_epoch
-from atacformer.errors import AtacformerError
+from atacformer.errors import AtacformerError, OutputError
 from atacformer.train.build import build_model, describe, model_inputs, save_json, token_probabilities
 from atacformer.train.collate import make_batcher, torch_generator
 from atacformer.train.config import RESUMABLE_FIELDS, TrainConfig
@@ -95,16 +95,16 @@ def check_output_folder(out: Path, resume: bool, overwrite: bool) -> None:
     if not out.exists():
         return
     if not out.is_dir():
-        raise AtacformerError(f"{out} exists and is not a folder; choose another --out")
+        raise OutputError(f"{out} exists and is not a folder; choose another --out")
     entries = {p.name for p in out.iterdir()}
     foreign = sorted(entries - set(RUN_FILES) - {f"{CONFIG_FILE}.tmp"})
     if foreign:
-        raise AtacformerError(f"{out} holds files that are not a training run's ({', '.join(foreign[:5])}"
+        raise OutputError(f"{out} holds files that are not a training run's ({', '.join(foreign[:5])}"
                               f"{', ...' if len(foreign) > 5 else ''}); choose a new or empty --out")
     if not entries or resume:
         return
     if CONFIG_FILE in entries and not overwrite:
-        raise AtacformerError(f"{out} holds an earlier run: pass --resume to continue it, --overwrite to "
+        raise OutputError(f"{out} holds an earlier run: pass --resume to continue it, --overwrite to "
                               "replace it, or choose a new --out")
     import shutil
 

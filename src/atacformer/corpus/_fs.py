@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
+
+from atacformer.errors import AtacformerError
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAME = ".lock"
+LOCK_TIMEOUT = 600.0  # seconds a writer waits for another one to finish
+LOCK_POLL = 0.2
 
 
 def install_dir(tmp: Path, path: Path) -> None:
@@ -43,18 +53,40 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def writer_lock(path: Path):
-    """Exclusive writer lock on the corpus (released by the OS if the process dies)."""
+def writer_lock(path: Path, timeout: float | None = LOCK_TIMEOUT, poll: float = LOCK_POLL):
+    """Exclusive writer lock on the corpus (released by the OS if the process dies).
+
+    A writer that finds the corpus locked waits for the other writer to finish, polling
+    every ``poll`` seconds, for at most ``timeout`` seconds (``None``: no limit); then
+    :class:`AtacformerError` names the corpus and the lock file.
+    """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows: single writer is up to the user
         yield
         return
-    with open(path / ".lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RuntimeError(f"{path}: another process is appending to this corpus") from None
+    lock = Path(path) / LOCK_NAME
+    with open(lock, "a") as f:
+        start = time.monotonic()
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                waited = time.monotonic() - start
+                if timeout is not None and waited >= timeout:
+                    raise AtacformerError(
+                        f"{path}: another process is appending to this corpus and still held its writer "
+                        f"lock {lock} after {waited:.1f} s; try again when it has finished (the lock is "
+                        "released as soon as that process ends)") from None
+                if not waiting:
+                    logger.warning("waiting for the writer lock on %s (%s): another process is appending",
+                                   path, lock)
+                    waiting = True
+                time.sleep(poll if timeout is None else max(0.0, min(poll, timeout - waited)))
+        if waiting:
+            logger.info("%s: writer lock acquired after %.1f s", path, time.monotonic() - start)
         try:
             yield
         finally:

@@ -35,7 +35,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from atacformer.corpus import _reader
-from atacformer.corpus._fs import install_dir, write_json, writer_lock
+from atacformer.corpus._fs import LOCK_TIMEOUT, install_dir, write_json, writer_lock
 from atacformer.corpus._validate import OBS_COLUMNS
 from atacformer.corpus._writer import Transaction
 from atacformer.errors import VocabularyMismatchError
@@ -88,6 +88,10 @@ class Corpus:
            [1, 0, 2]], dtype=int32)
     """
 
+    #: Seconds an append waits for another process's append to finish (``None``: no limit)
+    #: before :class:`~atacformer.errors.AtacformerError`.
+    lock_timeout: float | None = LOCK_TIMEOUT
+
     def __init__(self, path, manifest: dict, vocab: Vocabulary):
         self.path = Path(path)
         self.vocab = vocab
@@ -134,15 +138,21 @@ class Corpus:
         return cls.open(path)
 
     @classmethod
-    def open(cls, path) -> Corpus:
-        """Open an existing corpus (reads the manifest and vocabulary, maps nothing yet)."""
+    def open(cls, path, *, lock_timeout: float | None = LOCK_TIMEOUT) -> Corpus:
+        """Open an existing corpus (reads the manifest and vocabulary, maps nothing yet).
+
+        ``lock_timeout``: seconds an append waits while another process appends (``None``:
+        no limit).
+        """
         path = Path(path)
         manifest = _read_manifest(path)
         vocab = Vocabulary.load(path / "vocab")
         if vocab.region_hash() != manifest["region_hash"]:
             raise VocabularyMismatchError(
                 f"{path}: vocab/ does not match the vocabulary recorded in {MANIFEST}")
-        return cls(path, manifest, vocab)
+        c = cls(path, manifest, vocab)
+        c.lock_timeout = lock_timeout
+        return c
 
     def reload(self) -> None:
         """Re-read the manifest, e.g. to see shards another process appended."""
@@ -364,7 +374,7 @@ class Corpus:
     @contextlib.contextmanager
     def _transaction(self):
         """Hold the writer lock; register every shard written inside at once, or none."""
-        with writer_lock(self.path):
+        with writer_lock(self.path, timeout=self.lock_timeout):
             self.reload()
             self._remove_stale()
             txn = Transaction(self)

@@ -179,21 +179,37 @@ def locate_bad_line(path, block: bytes, first_line: int, check, error=InputForma
             raise error(path, msg, line=first_line + i, value=value)
 
 
-def check_int(field: str, name: str):
+def check_int(field: str, name: str, max_digits: int | None = None):
+    """``(message, value)`` when ``field`` is not a decimal integer; with ``max_digits``, also
+    when it is not plain ASCII digits (an optional ``-`` first) or has more digits than that."""
+    if max_digits is not None:
+        digits = field[1:] if field.startswith("-") else field
+        if not (digits.isascii() and digits.isdigit()):
+            return f"{name} is not an integer", field
+        if len(digits.lstrip("0")) > max_digits:
+            return f"{name} is too large (at most {max_digits} digits)", field
+        return None
     try:
-        int(field)
+        v = int(field)
     except ValueError:
         return f"{name} is not an integer", field
+    if not -(2 ** 63) <= v < 2 ** 63:
+        return f"{name} is too large for a 64-bit integer", field
     return None
 
 
-def check_interval_fields(fields, n_min: int, columns: str, n_exact: int | None = None):
-    """Common checks for ``chrom start end ...`` lines; returns (message, value) or None."""
+def check_interval_fields(fields, n_min: int, columns: str, n_exact: int | None = None,
+                          max_digits: int | None = None):
+    """Common checks for ``chrom start end ...`` lines; returns (message, value) or None.
+
+    ``max_digits``: coordinates must be plain ASCII digits, at most that many (what a
+    compiled parser reads).
+    """
     if len(fields) < n_min or (n_exact is not None and len(fields) != n_exact):
         want = n_exact if n_exact is not None else f"at least {n_min}"
         return f"expected {want} tab-separated columns ({columns}), found {len(fields)}", "\t".join(fields)
     for j, name in ((1, "start"), (2, "end")):
-        bad = check_int(fields[j], name)
+        bad = check_int(fields[j], name, max_digits)
         if bad:
             return bad
     s, e = int(fields[1]), int(fields[2])

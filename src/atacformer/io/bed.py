@@ -40,6 +40,10 @@ def _parse_block(path, block: bytes, first_line: int) -> pd.DataFrame:
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         locate_bad_line(path, block, first_line,
                         lambda f: check_interval_fields(f, 3, "chrom start end", n_exact=ncols))
+        # what Python's int() takes but pyarrow does not ('+5', '1_000', non-ASCII digits)
+        locate_bad_line(path, block, first_line,
+                        lambda f: check_interval_fields([v.strip(" ") for v in f], 3, "chrom start end",
+                                                        n_exact=ncols, max_digits=19))
         raise InputFormatError(path, "could not be parsed as BED") from None
     s = tab.column("start").to_numpy()
     e = tab.column("end").to_numpy()

@@ -50,7 +50,13 @@ class FragmentBlock:
 
 
 def _check_fragment(fields):
-    return check_interval_fields(fields, 4, _COLUMNS)
+    # the compiled parser reads coordinates of at most 18 plain digits
+    bad = check_interval_fields(fields, 4, _COLUMNS, max_digits=18)
+    if bad is None and not fields[0]:
+        return "chromosome is empty", "\t".join(fields)
+    if bad is None and not fields[3]:
+        return "barcode is empty", "\t".join(fields)
+    return bad
 
 
 class FragmentReader:
@@ -95,6 +101,10 @@ class FragmentReader:
     def barcodes(self, start: int = 0) -> list[str]:
         """Barcodes seen so far with ids ``start..`` (all by default)."""
         return self._barcodes.keys(start)
+
+    def chroms(self) -> list[str]:
+        """Chromosomes seen so far (normalised names), in order of first appearance."""
+        return list(self._chrom_names)
 
     def _outputs(self, n: int):
         return (np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64),

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from atacformer.errors import InputFormatError
 from atacformer.genome import get_genome, normalize_chroms
 
-__all__ = ["PeakMatrix", "peak_matrix_from_anndata", "peaks_from_names", "read_peak_matrix"]
+__all__ = ["PeakMatrix", "check_counts", "peak_matrix_from_anndata", "peaks_from_names", "read_peak_matrix"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,44 @@ def read_peak_matrix(path, genome=None) -> PeakMatrix:
     if genome is not None:
         get_genome(genome).check_intervals(pm.peaks["chrom"].to_numpy(), pm.peaks["end"].to_numpy(), source=str(p))
     logger.info("read %d cells x %d peaks from %s", pm.X.shape[0], pm.X.shape[1], p)
+    return pm
+
+
+def check_counts(pm: PeakMatrix) -> PeakMatrix:
+    """Refuse a matrix without cells or peaks, and negative or non-finite (NaN, inf) values,
+    naming the file, the (cell, peak) position and the value. Returns ``pm``.
+
+    Examples
+    --------
+    >>> import pandas as pd, scipy.sparse as sp
+    >>> pm = PeakMatrix(sp.csr_matrix([[1, -2]]), peaks_from_names(["chr1:1-5", "chr1:9-20"]),
+    ...                 pd.DataFrame(index=["AAC"]), "m.h5ad")
+    >>> check_counts(pm)
+    Traceback (most recent call last):
+    ...
+    atacformer.errors.InputFormatError: m.h5ad: negative count at cell 0 ('AAC'), peak 1 ('chr1:9-20') (got -2)
+    """
+    n_cells, n_peaks = pm.X.shape
+    if n_cells == 0 or n_peaks == 0:
+        raise InputFormatError(pm.path, f"the matrix has {n_cells} cells and {n_peaks} peaks; "
+                               "tokenizing needs at least one of each")
+    X = pm.X if sp.issparse(pm.X) and pm.X.format == "csr" else sp.csr_matrix(pm.X)
+    data = np.asarray(X.data)
+    if data.dtype.kind not in "biuf":
+        raise InputFormatError(pm.path, f"counts must be numbers, found values of type {data.dtype}")
+    checks = [(data < 0, "negative count")] if data.dtype.kind in "if" else []
+    if data.dtype.kind == "f":
+        checks.insert(0, (~np.isfinite(data), "non-finite count (NaN or infinity)"))
+    for bad, what in checks:
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            i = int(np.searchsorted(X.indptr, k, side="right")) - 1
+            j = int(X.indices[k])
+            cell = pm.obs.index[i] if i < len(pm.obs) else i
+            peak = pm.peaks.index[j] if j < len(pm.peaks) else j
+            v = data[k].item()
+            raise InputFormatError(pm.path, f"{what} at cell {i} ({cell!r}), peak {j} ({peak!r})",
+                                   value=int(v) if float(v).is_integer() else v)
     return pm
 
 
@@ -281,7 +319,7 @@ def peak_matrix_from_anndata(adata, path=None) -> PeakMatrix:
     peaks = _peaks_from_var(adata.var, path, hint=hint)
     obs = adata.obs.copy()
     obs.index = obs.index.astype(str)
-    return PeakMatrix(X=X, peaks=peaks, obs=obs, path=None if path is None else str(path))
+    return check_counts(PeakMatrix(X=X, peaks=peaks, obs=obs, path=None if path is None else str(path)))
 
 
 def _names_ok(names) -> bool:
@@ -332,7 +370,8 @@ def _read_10x_h5(path: Path) -> PeakMatrix:
     if not _names_ok(ids) and alt is not None and _names_ok(alt):
         ids = alt
     peaks = peaks_from_names(ids, path)
-    return PeakMatrix(X=X.tocsr(), peaks=peaks, obs=pd.DataFrame(index=pd.Index(barcodes, name="barcode")), path=str(path))
+    return check_counts(PeakMatrix(X=X.tocsr(), peaks=peaks, obs=pd.DataFrame(index=pd.Index(barcodes, name="barcode")),
+                                   path=str(path)))
 
 
 def _keep_peaks(X, types, path):
@@ -410,7 +449,7 @@ def _read_mtx_dir(directory: Path) -> PeakMatrix:
     else:
         X, peaks = _peaks_from_features(X, table, feats)
     obs = pd.DataFrame(index=pd.Index(barcodes, name="barcode"))
-    return PeakMatrix(X=X, peaks=peaks, obs=obs, path=str(directory))
+    return check_counts(PeakMatrix(X=X, peaks=peaks, obs=obs, path=str(directory)))
 
 
 def _peaks_from_bed(table: pd.DataFrame, path: Path) -> pd.DataFrame:

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 from safetensors.torch import load_file, save_file
 
-from atacformer.errors import VocabularyMismatchError
+from atacformer.errors import AtacformerError, VocabularyMismatchError
 from atacformer.vocab import Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -106,21 +106,47 @@ def read_config_json(directory: Path) -> dict[str, Any]:
         raise ValueError(f"{path}, line {e.lineno}: not valid JSON ({e.msg})") from None
 
 
+def _load_safetensors(path: Path, device: str) -> dict[str, torch.Tensor]:
+    """``load_file`` with a damaged file reported in one line naming it."""
+    try:
+        return load_file(path, device=device)
+    except Exception as e:  # SafetensorError, OSError, ValueError... from the Rust reader
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise AtacformerError(f"{path}: is truncated or not a safetensors file ({reason}); "
+                              "re-export or re-download it") from None
+
+
 def load_state_dict(directory: Path, map_location="cpu") -> dict[str, torch.Tensor]:
     """The weights of a model folder: ``model.safetensors``, sharded safetensors (with an
-    index), or a legacy ``pytorch_model.bin`` (loaded with ``weights_only=True``)."""
+    index), or a legacy ``pytorch_model.bin`` (loaded with ``weights_only=True``).
+
+    Raises
+    ------
+    AtacformerError
+        A weights file is truncated or damaged (the message names it).
+    """
     d = Path(directory)
     device = str(map_location)
     if (d / WEIGHTS_NAME).is_file():
-        return load_file(d / WEIGHTS_NAME, device=device)
+        return _load_safetensors(d / WEIGHTS_NAME, device)
     if (d / WEIGHTS_INDEX_NAME).is_file():
-        index = json.loads((d / WEIGHTS_INDEX_NAME).read_text())
+        try:
+            index = json.loads((d / WEIGHTS_INDEX_NAME).read_text())
+            shards = sorted(set(index["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise AtacformerError(f"{d / WEIGHTS_INDEX_NAME}: not a safetensors index ({type(e).__name__}: {e}); "
+                                  "re-export or re-download it") from None
         state: dict[str, torch.Tensor] = {}
-        for shard in sorted(set(index["weight_map"].values())):
-            state.update(load_file(d / shard, device=device))
+        for shard in shards:
+            state.update(_load_safetensors(d / shard, device))
         return state
     if (d / TORCH_WEIGHTS_NAME).is_file():
-        return torch.load(d / TORCH_WEIGHTS_NAME, map_location=map_location, weights_only=True)
+        try:
+            return torch.load(d / TORCH_WEIGHTS_NAME, map_location=map_location, weights_only=True)
+        except Exception as e:  # zip/pickle errors of a damaged file
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise AtacformerError(f"{d / TORCH_WEIGHTS_NAME}: is truncated or not a torch weights file "
+                                  f"({reason}); re-export or re-download it") from None
     raise FileNotFoundError(f"{d}: no {WEIGHTS_NAME} (or {TORCH_WEIGHTS_NAME}) weights found")
 
 
@@ -130,6 +156,47 @@ def load_folder_vocab(directory: Path) -> Vocabulary | None:
     if not any((d / n).is_file() for n in VOCAB_FILES[:2]):
         return None
     return Vocabulary.load(d)
+
+
+def _umask() -> int:
+    """The process's umask (read without changing it where the OS tells it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def set_default_modes(directory) -> None:
+    """Give ``directory`` and everything in it the modes a plain ``open()``/``mkdir()`` gives
+    (``0o666``/``0o777`` less the umask: 0644/0755 usually), whatever wrote them: files
+    made through :func:`tempfile.mkstemp` or :func:`tempfile.mkdtemp` are private
+    (0600/0700) and a model folder must stay readable by whoever may read its parent."""
+    mask = _umask()
+    root = Path(directory)
+    for p in [root, *root.rglob("*")]:
+        if p.is_symlink():
+            continue
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
+def _write_file(path: Path, write) -> None:
+    """``write(tmp)`` then rename ``tmp`` over ``path``: a save that dies leaves the old file
+    or none, never a truncated one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 class PretrainedMixin:
@@ -166,11 +233,12 @@ class PretrainedMixin:
             "atacformer_version": __version__,
             "vocab_hash": vocab.hash if vocab is not None else None,
         }
-        (d / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        _write_file(d / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n"))
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, d / WEIGHTS_NAME, metadata={"format": "pt"})
+        _write_file(d / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
         if vocab is not None:
             vocab.save(d)
+        set_default_modes(d)
         return d
 
     # -- loading ------------------------------------------------------------------------

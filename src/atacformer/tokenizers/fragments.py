@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -41,24 +42,40 @@ def is_contig(chrom: str) -> bool:
 
 def read_barcodes(path) -> list[str]:
     """One barcode per line (first tab-separated column; ``#`` lines and blanks skipped)."""
+    import gzip
+    import zlib
+
     p = os.fspath(path)
     out = []
-    import gzip
-
     opener = gzip.open if p.endswith(".gz") else open
-    with opener(p, "rt") as f:
-        for line in f:
-            if line.strip() and not line.startswith("#"):
-                out.append(line.split("\t")[0].strip())
+    try:
+        with opener(p, "rt", encoding="utf-8") as f:
+            for line in f:
+                if line.strip() and not line.startswith("#"):
+                    out.append(line.split("\t")[0].strip())
+    except (UnicodeDecodeError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise InputFormatError(p, f"cannot read as a barcode list, one barcode per line ({e})") from None
     if not out:
         raise InputFormatError(p, "no barcodes found (empty file)")
     return out
 
 
+def _suffix_hint(file_bcs, wl_bcs) -> str:
+    """Say how the two barcode sets differ when they differ only by a ``-N`` suffix."""
+    strip = re.compile(r"-\d+$")
+    f_suf = any(strip.search(b) for b in file_bcs)
+    w_suf = any(strip.search(b) for b in wl_bcs)
+    if w_suf and not f_suf:
+        return "the whitelist's barcodes end in a suffix such as '-1' that the file's lack; strip it"
+    if f_suf and not w_suf:
+        return "the file's barcodes end in a suffix such as '-1' that the whitelist's lack; add it"
+    return "check that both use the same barcode form (suffixes such as '-1', sample prefixes)"
+
+
 class _BlockMapper:
     """Maps the reader's file-wide chromosome/barcode ids to vocabulary tokens and rows."""
 
-    def __init__(self, vocab: Vocabulary, genome, whitelist, reader: FragmentReader):
+    def __init__(self, vocab: Vocabulary, genome, whitelist, reader: FragmentReader, whitelist_path=None):
         self.vocab = vocab
         self.genome = genome
         self.reader = reader
@@ -69,7 +86,8 @@ class _BlockMapper:
         if self.fixed:
             self.wl = pd.Index(list(whitelist), dtype=object)
             if not self.wl.is_unique:
-                raise ValueError("the barcode whitelist has duplicates")
+                dup = self.wl[self.wl.duplicated()][0]
+                raise InputFormatError(whitelist_path, "the barcode whitelist has duplicates", value=dup)
             self.lut = np.empty(0, dtype=np.int64)  # file barcode id -> whitelist row or -1
 
     @property
@@ -82,10 +100,32 @@ class _BlockMapper:
     def cells(self, fb: FragmentBlock) -> np.ndarray:
         if not self.fixed:  # rows are the file's barcodes in first-appearance order
             return fb.barcode_codes.astype(np.int64, copy=False)
+        self._extend_lut()
+        return self.lut[fb.barcode_codes]
+
+    def _extend_lut(self) -> None:
         if len(self.lut) < self.reader.n_barcodes:
             new = self.reader.barcodes(len(self.lut))
             self.lut = np.concatenate([self.lut, self.wl.get_indexer(new).astype(np.int64)])
-        return self.lut[fb.barcode_codes]
+
+    def check_whitelist(self, path: str, whitelist_path) -> None:
+        """Refuse a whitelist none of whose barcodes is in the file (the output would be empty
+        rows only); warn when some of them never appear."""
+        if not self.fixed:
+            return
+        self._extend_lut()
+        seen = np.unique(self.lut[self.lut >= 0])
+        where = f"whitelist {os.fspath(whitelist_path)}" if whitelist_path is not None else "the barcode whitelist"
+        if len(seen) == 0:
+            file_bcs = self.reader.barcodes()[:1000]
+            wl_bcs = list(self.wl[:1000])
+            raise InputFormatError(
+                path, f"none of the {len(self.wl):,} barcodes of {where} appears in the file "
+                f"(file barcode e.g. {file_bcs[0]!r}, whitelist barcode e.g. {wl_bcs[0]!r}); "
+                f"{_suffix_hint(file_bcs, wl_bcs)}")
+        if len(seen) < len(self.wl):
+            log.warning("%s: %d of the %d barcodes of %s never appear in the file; their rows are empty",
+                        path, len(self.wl) - len(seen), len(self.wl), where)
 
     def _chrom_tables(self, fb: FragmentBlock):
         """Per file chromosome id: usable, length, vocabulary offset and bin count. Ids are
@@ -178,6 +218,28 @@ class _BlockMapper:
         return np.concatenate(out_r), np.concatenate(out_t)
 
 
+def _check_landing(path: str, vocab: Vocabulary, n_lines: int, n_landed: int, nnz: int, chroms,
+                   whitelisted: bool) -> None:
+    """Refuse a vocabulary that no fragment overlaps; warn when under 1 % of them do.
+
+    ``n_landed`` counts the fragments overlapping the vocabulary (for bins: those on its
+    chromosomes, whatever the whitelist), ``nnz`` the tokens of the kept cells.
+    """
+    if nnz == 0:
+        if n_landed == 0 or not whitelisted:
+            seen = ", ".join(list(chroms)[:5]) + (", ..." if len(chroms) > 5 else "")
+            raise InputFormatError(
+                path, f"no fragment overlaps any of the {vocab.n_regions:,} regions of the vocabulary "
+                f"({vocab!r}); check that the vocabulary is of this file's genome (the file's "
+                f"chromosomes: {seen})")
+        raise InputFormatError(
+            path, f"no fragment of the whitelisted cells overlaps any of the {vocab.n_regions:,} regions "
+            f"of the vocabulary ({vocab!r})")
+    if n_lines and n_landed < 0.01 * n_lines:
+        log.warning("%s: only %.2f%% of the fragments (%d of %d) overlap a region of the vocabulary (%r); "
+                    "is it of this file's genome?", path, 100.0 * n_landed / n_lines, n_landed, n_lines, vocab)
+
+
 def _norm(c: str) -> str:
     from atacformer.genome import normalize_chrom
 
@@ -223,13 +285,17 @@ def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, m
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     p = os.fspath(path)
+    whitelist_path = None
     if isinstance(barcodes, (str, os.PathLike)):
+        whitelist_path = os.fspath(barcodes)
         barcodes = read_barcodes(barcodes)
     g = get_genome(genome) if genome is not None else (get_genome(vocab.genome) if vocab.genome else None)
     reader = FragmentReader(p, block_bytes=block_bytes, threads=threads)
-    m = _BlockMapper(vocab, g, barcodes, reader)
+    m = _BlockMapper(vocab, g, barcodes, reader, whitelist_path)
     sums = _sums.PairSums(vocab.n_regions, merge_min_entries=MERGE_MIN_ENTRIES)
     n_frag = np.zeros(0, dtype=np.int64)
+    n_lines = n_landed = 0
+    chrom_lines = np.zeros(0, dtype=np.int64)
     bar = tqdm(desc=f"tokenizing {os.path.basename(p)}", unit=" fragments", unit_scale=True, disable=progress is False
                if progress is not None else None, leave=False)
     for fb in prefetch(reader):
@@ -246,15 +312,30 @@ def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, m
             rc = cell[r]
             ok = rc >= 0
             sums.add(rc[ok], t[ok])
+            if vocab.bin_size is None:
+                hit = np.zeros(len(fb), dtype=bool)
+                hit[r] = True
+                n_landed += int(np.count_nonzero(hit))
         else:
             sums.add_keys(keys)
+        if vocab.bin_size is not None:  # bins tile their chromosomes: per-chromosome line counts
+            per_chrom = np.bincount(fb.chrom_codes, minlength=len(fb.chroms))
+            if len(per_chrom) > len(chrom_lines):
+                chrom_lines = np.concatenate([chrom_lines, np.zeros(len(per_chrom) - len(chrom_lines), np.int64)])
+            chrom_lines[:len(per_chrom)] += per_chrom
+        n_lines += len(fb)
         bar.update(len(fb))
     bar.close()
+    m.check_whitelist(p, whitelist_path)
+    if vocab.bin_size is not None:
+        _, _, off, _ = m._tables
+        n_landed = int(chrom_lines[off[:len(chrom_lines)] >= 0].sum())
     n_cells = m.n_cells
     if len(n_frag) < n_cells:
         n_frag = np.concatenate([n_frag, np.zeros(n_cells - len(n_frag), np.int64)])
     n_frag = n_frag[:n_cells]
     X = sums.csr(n_cells)
+    _check_landing(p, vocab, n_lines, n_landed, X.nnz, reader.chroms(), whitelisted=m.fixed)
     names = m.barcodes()
     keep = np.flatnonzero(n_frag >= min_fragments) if min_fragments > 0 else np.arange(n_cells)
     if len(keep) < n_cells:

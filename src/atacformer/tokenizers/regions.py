@@ -60,8 +60,24 @@ def tokenize_bed(path, vocab: Vocabulary, genome=None) -> np.ndarray:
     g = get_genome(genome) if genome is not None else (get_genome(vocab.genome) if vocab.genome else None)
     if g is not None:
         _check_with_contigs(g, df["chrom"].to_numpy(), df["end"].to_numpy(), os.fspath(path))
-    _, t = region_token_pairs(vocab, df["chrom"].to_numpy(), df["start"].to_numpy(), df["end"].to_numpy())
+    q, t = region_token_pairs(vocab, df["chrom"].to_numpy(), df["start"].to_numpy(), df["end"].to_numpy())
+    _check_mapped(os.fspath(path), vocab, len(df), len(np.unique(q)), "region", df["chrom"].to_numpy())
     return np.unique(t)
+
+
+def _check_mapped(source, vocab: Vocabulary, n_in: int, n_mapped: int, what: str, chroms) -> None:
+    """Refuse an input none of whose regions (``what``) overlaps the vocabulary; warn when
+    under 1 % of them do."""
+    if n_in and n_mapped == 0:
+        uniq = list(pd.unique(np.asarray(chroms, dtype=object)))
+        seen = ", ".join(map(str, uniq[:5])) + (", ..." if len(uniq) > 5 else "")
+        raise InputFormatError(
+            source, f"no {what} overlaps any of the {vocab.n_regions:,} regions of the vocabulary "
+            f"({vocab!r}); check that the vocabulary is of this input's genome (its chromosomes: {seen})")
+    if n_mapped < 0.01 * n_in:
+        log.warning("%s: only %.2f%% of the %ss (%d of %d) overlap a region of the vocabulary (%r); "
+                    "is it of this input's genome?", source, 100.0 * n_mapped / n_in, what, n_mapped, n_in,
+                    vocab)
 
 
 def _check_with_contigs(genome, chroms, ends, source):
@@ -89,12 +105,13 @@ def tokenize_peak_matrix(matrix, vocab: Vocabulary, genome=None) -> TokenizedCel
     genome
         Checked against the peaks' coordinates (default ``vocab.genome``).
     """
-    from atacformer.io.matrix import PeakMatrix, read_peak_matrix
+    from atacformer.io.matrix import PeakMatrix, check_counts, read_peak_matrix
 
     if isinstance(matrix, (str, os.PathLike)):
         pm = read_peak_matrix(matrix)
     elif isinstance(matrix, PeakMatrix):
         pm = matrix
+        check_counts(pm)
     else:  # AnnData
         from atacformer.io.matrix import peak_matrix_from_anndata
 
@@ -105,6 +122,10 @@ def tokenize_peak_matrix(matrix, vocab: Vocabulary, genome=None) -> TokenizedCel
         _check_with_contigs(g, pm.peaks["chrom"].to_numpy(), pm.peaks["end"].to_numpy(), src)
     M = region_to_token_matrix(vocab, pm.peaks["chrom"].to_numpy(), pm.peaks["start"].to_numpy(),
                                pm.peaks["end"].to_numpy())
+    n_unmapped = int(np.count_nonzero(np.diff(M.indptr) == 0))
+    if n_unmapped:
+        log.info("%s: %d of %d peaks overlap no vocabulary region", src, n_unmapped, M.shape[0])
+    _check_mapped(src, vocab, M.shape[0], M.shape[0] - n_unmapped, "peak", pm.peaks["chrom"].to_numpy())
     X = sp.csr_matrix(pm.X)
     if X.dtype.kind == "f":
         if not np.all(np.mod(X.data, 1) == 0):
@@ -112,8 +133,9 @@ def tokenize_peak_matrix(matrix, vocab: Vocabulary, genome=None) -> TokenizedCel
     X = (X.astype(np.int64) @ M.astype(np.int64)).tocsr()
     X.eliminate_zeros()
     X.sort_indices()
-    n_unmapped = int(np.count_nonzero(np.diff(M.indptr) == 0))
-    if n_unmapped:
-        log.info("%s: %d of %d peaks overlap no vocabulary region", src, n_unmapped, M.shape[0])
+    if X.nnz == 0:
+        raise InputFormatError(
+            src, "no cell has a count on a peak that overlaps the vocabulary" if sp.csr_matrix(pm.X).count_nonzero()
+            else "the matrix holds no non-zero count")
     obs = pm.obs.copy()
     return TokenizedCells(X=X.astype(np.int32), barcodes=np.asarray(pm.obs.index, dtype=object), vocab=vocab, obs=obs)

@@ -33,6 +33,9 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from atacformer.errors import AtacformerError
+from atacformer.models._pretrained import set_default_modes
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
@@ -89,9 +92,65 @@ def list_checkpoints(out) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+_KEYS = ("model", "optimizer", "scheduler", "state", "rng")
+
+
+def check_checkpoint_file(path) -> str | None:
+    """Why ``path`` cannot be a complete checkpoint (truncated, not a zip archive, a member
+    reaching past the end of the file), or ``None`` when its structure is sound. Cheap: reads
+    the zip directory and the member headers, not the tensors."""
+    import zipfile
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+            if not any(i.filename.endswith("data.pkl") for i in infos):
+                return "no data.pkl record: not a torch checkpoint"
+            for i in infos:
+                if i.header_offset + i.compress_size > size:
+                    return f"record {i.filename} reaches past the end of the file"
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as e:
+        return f"truncated or not a torch checkpoint ({type(e).__name__}: {e})"
+    return None
+
+
+def _read_checkpoint(path: Path) -> dict:
+    """The checkpoint's contents, or :class:`AtacformerError` saying why it is unusable."""
+    bad = check_checkpoint_file(path)
+    if bad is not None:
+        raise AtacformerError(f"{path}: {bad}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch/pickle/zip raise many types on a damaged file
+        raise AtacformerError(f"{path}: cannot be loaded ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    missing = [k for k in _KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise AtacformerError(f"{path}: not a training checkpoint (missing {missing})")
+    return ckpt
+
+
 def latest_checkpoint(out) -> Path | None:
+    """The newest checkpoint of ``out`` whose file is sound (see :func:`check_checkpoint_file`),
+    or ``None`` when there is none at all.
+
+    A damaged newer checkpoint (e.g. a disk that filled up, a file copied in part) is skipped
+    with a warning naming it. When every checkpoint is damaged, :class:`AtacformerError`
+    names them all, rather than starting the run again from step 0.
+    """
     found = list_checkpoints(out)
-    return found[-1][1] if found else None
+    bad = []
+    for _, path in reversed(found):
+        why = check_checkpoint_file(path)
+        if why is None:
+            return path
+        logger.warning("%s: %s; falling back to the previous checkpoint", path, why)
+        bad.append(f"{path.name} ({why})")
+    if bad:
+        raise AtacformerError(f"{Path(out) / CHECKPOINT_DIR}: no loadable checkpoint: " + "; ".join(bad))
+    return None
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
@@ -154,8 +213,29 @@ def save_checkpoint(out, step: int, model, optimizer, scheduler, state: dict, rn
 
 def load_checkpoint(path, model, optimizer, scheduler, is_main: bool) -> dict:
     """Load model, optimizer and scheduler state from ``path`` (rank 0 reads the file and
-    broadcasts under distribution). Returns the checkpoint's ``state`` and ``rng`` entries."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    broadcasts under distribution). Returns the checkpoint's ``state`` and ``rng`` entries.
+
+    When ``path`` cannot be read (damaged past what :func:`latest_checkpoint` sees), the next
+    older checkpoint of its run folder is used instead, with a warning; the returned
+    ``state["step"]`` says which. Nothing is applied to the model before a file has been read
+    in full. :class:`AtacformerError` names every file when none can be read.
+    """
+    path = Path(path)
+    candidates = [path]
+    m = _NAME.match(path.name)
+    if m is not None and path.parent.name == CHECKPOINT_DIR:
+        step = int(m.group(1))
+        candidates += [p for s, p in reversed(list_checkpoints(path.parent.parent)) if s < step]
+    errors = []
+    for cand in candidates:
+        try:
+            ckpt = _read_checkpoint(cand)
+            break
+        except AtacformerError as e:
+            logger.warning("%s%s", e, "; falling back to the previous checkpoint" if cand != candidates[-1] else "")
+            errors.append(str(e))
+    else:
+        raise AtacformerError("no loadable checkpoint: " + "; ".join(errors))
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True, broadcast_from_rank0=distributed)
     set_model_state_dict(model, ckpt["model"] if (is_main or not distributed) else {}, options=opts)
@@ -186,6 +266,7 @@ def export_model(fresh_model, state: dict[str, torch.Tensor], target) -> Path:
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         fresh_model.save_pretrained(tmp)
+        set_default_modes(tmp)  # 0644/0755 under the usual umask, whatever wrote the files
         old = None
         if target.exists():
             old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"

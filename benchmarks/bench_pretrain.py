@@ -1,6 +1,6 @@
 """Pretraining speed: tokens/s, MFU, data-wait share and peak memory, bucketed vs padded.
 
-For each model (Atacformer replaced-token detection, the masked-bin atacFormer) and preset,
+For each model (Atacformer replaced-token detection, the masked-bin model) and preset,
 two runs of :func:`atacformer.train.pretrain` on the same real cells, each in a fresh
 subprocess:
 

@@ -1,4 +1,4 @@
-"""atacFormer, the masked-bin model: every variant's shapes, folders, decoder maths, training."""
+"""The masked-bin model: every variant's shapes, folders, decoder maths, training."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def test_save_load_roundtrip(tmp_path, tiny_vocab, random_cells, name):
 def _naive_loss(model, out, batch):
     """Cross-entropy over every (cell, bin): the decoder MLP on the explicit concatenation
     [eos_g ; bin] with its unsplit first layer, labels written cell by cell."""
-    dec, emb, c = model.decoder, model.model.embeddings, model.config
+    dec, emb, c = model.decoder, model.masked_bin.embeddings, model.config
     n = c.n_bins
     labels = torch.zeros(len(batch["target_ids"]), n, dtype=torch.long)
     for i, (ids, states) in enumerate(zip(batch["target_ids"], batch["target_states"])):
@@ -168,7 +168,7 @@ def test_padding_invariance(tiny_vocab, random_cells, name):
     # independent check of mean pooling: the bin positions of the cell's own sentence
     inputs = model.prepare_inputs([random_cells[1]])
     with torch.no_grad():
-        h = model.model(inputs["input_ids"])[0]
+        h = model.masked_bin(inputs["input_ids"])[0]
     is_bin = inputs["input_ids"][0] < 100
     np.testing.assert_allclose(embed_cells(model, [random_cells[1]], pooling="mean")[0],
                                h[is_bin].mean(0).numpy(), atol=1e-5, rtol=1e-5)
@@ -177,7 +177,7 @@ def test_padding_invariance(tiny_vocab, random_cells, name):
 def test_optional_embeddings_leave_special_tokens_alone(tiny_vocab):
     model = build(tiny_vocab, {"_dna": 8, "class_embedding": True,
                                "position_encoding": "genomic", "position_resolution": 20_000})
-    emb = model.model.embeddings
+    emb = model.masked_bin.embeddings
     specials = torch.arange(100, len(model.vocab))[None]
     bins = torch.tensor([[0, 49, 50, 99]])
     with torch.no_grad():

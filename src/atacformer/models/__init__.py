@@ -1,9 +1,9 @@
 """Transformer models for chromatin accessibility.
 
 - :mod:`~atacformer.models.atacformer`: Atacformer, replaced-token detection over region
-  tokens (seed 001); loads published geniml checkpoints unchanged.
-- :mod:`~atacformer.models.masked_bin`: atacFormer, the masked-bin model with per-chromosome
-  (or per-region-class) ``<eos>`` decoding (seed 000).
+  tokens (LeRoy 2025); loads published geniml checkpoints unchanged.
+- :mod:`~atacformer.models.masked_bin`: The masked-bin model with per-chromosome
+  (or per-region-class) ``<eos>`` decoding (Ge 2025).
 
 Every model saves and loads as a folder (``config.json`` + ``model.safetensors`` + the
 vocabulary) or a Hugging Face Hub id; :func:`load_model` picks the class, and

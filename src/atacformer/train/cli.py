@@ -171,7 +171,7 @@ def _add_experiment(sub) -> None:
         description="Run every run of PLAN.toml (a baseline and one-switch-at-a-time variants, or a grid), "
         "each as a pretraining run under OUT/runs/NAME, then write OUT/results.csv and OUT/results.md: "
         "final loss and embedding ARI on the labelled sets. Finished runs are reused when run again. "
-        "See examples/seed000_plan.toml.")
+        "See examples/masked_bin_plan.toml.")
     p.add_argument("plan", metavar="PLAN.toml")
     p.add_argument("--out", help="output folder (default: the plan's [experiment] out)")
     p.add_argument("--max-steps", type=int, help="override every run's max_steps")

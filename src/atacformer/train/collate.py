@@ -9,7 +9,7 @@ derived from the batch's position in the run (seed, epoch, step, part), so a bat
 same whichever worker, rank layout or resumed process builds it.
 
 Context handling. A cell longer than the context keeps a ``random`` subset of its tokens
-(seed 001's default) or its ``first`` C tokens in genomic order; tokens then stay in
+(LeRoy 2025's default) or its ``first`` C tokens in genomic order; tokens then stay in
 ``genomic`` order or are ``shuffled`` (masked-bin: within each ``<eos>`` group, since the
 sentence's group structure is the model's input format; without position encodings the
 encoder is permutation-equivariant, so for it the order changes nothing but the batch

@@ -22,7 +22,7 @@ PRESETS = ("cpu", "debug", "small", "base")
 
 #: Model architecture per preset (fields of AtacformerConfig / MaskedBinConfig). ``base`` is
 #: the published shape: Atacformer's config defaults (d 384, 6 layers, context 8,192) and
-#: seed 000's atacFormer (d 512, 12 layers, k 64, sentences of 6,800). ``debug`` has no
+#: the masked-bin model of Ge 2025 (d 512, 12 layers, k 64, sentences of 6,800). ``debug`` has no
 #: dropout: on CPU, attention dropout forces SDPA's math kernel and costs 10x the step time.
 MODEL_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "atacformer": {

@@ -1,12 +1,12 @@
 """Experiment plans: a set of pretraining runs that differ by config switches, run one after
-the other and reported side by side (seed 000's pretraining plan is
-``examples/seed000_plan.toml``).
+the other and reported side by side (Ge 2025's pretraining plan is
+``examples/masked_bin_plan.toml``).
 
 A plan is a TOML file::
 
     [experiment]
-    name = "seed000"
-    out = "seed000_debug"            # default output folder (relative to the plan file)
+    name = "masked_bin"
+    out = "masked_bin_debug"            # default output folder (relative to the plan file)
 
     [defaults]                       # settings of every run (TrainConfig fields)
     model = "masked-bin"
@@ -244,7 +244,7 @@ def run_experiment(plan_path, out=None, max_steps: int | None = None, only=None,
 
     Examples
     --------
-    >>> print(run_experiment("examples/seed000_plan.toml"))  # doctest: +SKIP
+    >>> print(run_experiment("examples/masked_bin_plan.toml"))  # doctest: +SKIP
     """
     from atacformer.train.data import prepare_corpora
 

@@ -1,5 +1,5 @@
 """A genomic-region class for every vocabulary region, for the masked-bin model's
-``<eos>``-per-region-class variant (seed 000, "decoder by genomic regions").
+``<eos>``-per-region-class variant (Ge 2025, "decoder by genomic regions").
 
 Seed 000 proposes HOMER's annotation (promoter, exon, intron, UTRs, TTS, intergenic, ...).
 This module does the part of it that a TSS list and a gene list determine, with HOMER's

@@ -1,4 +1,4 @@
-"""Atacformer: replaced-token detection over region tokens (seed 001, ch. 5)."""
+"""Atacformer: replaced-token detection over region tokens (LeRoy 2025, ch. 5)."""
 
 from atacformer.models.atacformer.configuration_atacformer import AtacformerConfig
 from atacformer.models.atacformer.modeling_atacformer import (

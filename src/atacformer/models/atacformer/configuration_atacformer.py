@@ -1,4 +1,4 @@
-"""Configuration of Atacformer, the replaced-token-detection model (seed 001, ch. 5)."""
+"""Configuration of Atacformer, the replaced-token-detection model (LeRoy 2025, ch. 5)."""
 
 from __future__ import annotations
 

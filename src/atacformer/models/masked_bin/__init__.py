@@ -1,5 +1,5 @@
-"""atacFormer: the masked-bin model with per-chromosome (or per-class) ``<eos>`` decoding
-(seed 000)."""
+"""The masked-bin model with per-chromosome (or per-class) ``<eos>`` decoding
+(Ge 2025)."""
 
 from atacformer.models.masked_bin.collate_masked_bin import (
     MaskedBinCollator,

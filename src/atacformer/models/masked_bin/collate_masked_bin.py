@@ -1,4 +1,4 @@
-"""Cell sentences of the masked-bin model (seed 000) and their training targets.
+"""Cell sentences of the masked-bin model (Ge 2025) and their training targets.
 
 Sentence: ``<cls>``, then each group's (chromosome's, or region class's) open bins in
 genomic order, each group followed by its ``<eos_g>`` (every group's ``<eos_g>`` is present,

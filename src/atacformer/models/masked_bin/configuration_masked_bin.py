@@ -1,4 +1,4 @@
-"""Configuration of atacFormer, the masked-bin model (seed 000)."""
+"""Configuration of The masked-bin model (Ge 2025)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ _CHOICES = {
 
 @dataclass
 class MaskedBinConfig(ModelConfig):
-    """atacFormer: a cell sentence of open bins, one ``<eos>`` per chromosome (or region
+    """The masked-bin model: a cell sentence of open bins, one ``<eos>`` per chromosome (or region
     class), and a decoder that predicts every bin's state (0 = not in the cell, 1 = in the
     sentence, 2 = in the cell but removed).
 
@@ -33,20 +33,20 @@ class MaskedBinConfig(ModelConfig):
     cls_token_id, pad_token_id
         Ids of ``<cls>`` and ``<pad>``.
     group_by
-        ``"chromosome"`` (one ``<eos>`` per chromosome, seed 000's design) or ``"class"``
+        ``"chromosome"`` (one ``<eos>`` per chromosome, Ge 2025's design) or ``"class"``
         (one per genomic-region class; the bin -> class array is given to ``from_vocab``).
     group_names, eos_token_ids
         The groups (chromosomes or classes) and the id of each group's ``<eos_g>`` token.
     hidden_size, num_layers, num_heads, intermediate_size, activation, norm_first, dropout,
     layer_norm_eps
-        The encoder (seed 000: d = 512, 12 layers, pre-LayerNorm).
+        The encoder (Ge 2025: d = 512, 12 layers, pre-LayerNorm).
     embedding
         ``"factorized"``: E1 (V x k) then E2 (k x d); ``"full"``: one V x d table.
     embedding_dim
         k, the factorised embedding width (64).
     class_embedding
         Add a learned embedding of each bin's group (chromosome or region class) to the bin
-        tokens (seed 000's "class embedding vs no class embedding").
+        tokens (Ge 2025's "class embedding vs no class embedding").
     position_encoding
         ``"none"`` (a cell is a set in genomic order) or ``"genomic"``: a learned embedding of
         the bin's genome-wide position, in buckets of ``position_resolution`` bp.
@@ -58,7 +58,7 @@ class MaskedBinConfig(ModelConfig):
     decoder
         ``"mlp"``: the ``<eos_g>`` outputs of the sentence feed the bin-wise MLP;
         ``"cross_attention"``: independent ``<eos_g>`` queries (not in the sentence) attend to
-        the encoder output (seed 000 fig. 2).
+        the encoder output (Ge 2025 fig. 2).
     cross_attention_layers
         Cross-attention blocks of the ``"cross_attention"`` decoder.
     decoder_input

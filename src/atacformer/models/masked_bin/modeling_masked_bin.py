@@ -1,4 +1,4 @@
-"""atacFormer, the masked-bin model (seed 000).
+"""The masked-bin model (Ge 2025).
 
 A cell is the sentence ``<cls>, bins of group 1, <eos_1>, bins of group 2, <eos_2>, ...``
 (groups: chromosomes, or genomic-region classes); during pretraining a fraction of the open
@@ -146,7 +146,12 @@ class _MaskedBinBase(PretrainedMixin):
     """Construction from a vocabulary, loading checks and inference inputs."""
 
     config_class = MaskedBinConfig
-    base_model_prefix = "model"
+    base_model_prefix = "masked_bin"
+
+    @classmethod
+    def _convert_state_dict(cls, state, meta, config):
+        # folders saved before the backbone attribute was named ``masked_bin`` used ``model.``
+        return {("masked_bin." + k[6:] if k.startswith("model.") else k): v for k, v in state.items()}
 
     @classmethod
     def from_vocab(cls, vocab: Vocabulary, config: MaskedBinConfig | None = None, *,
@@ -164,7 +169,7 @@ class _MaskedBinBase(PretrainedMixin):
         bin_classes, class_names
             Region class of every bin and the class names: one ``<eos>`` per class
             (``group_by="class"``). Default: one ``<eos>`` per chromosome of ``vocab``
-            (seed 000's 23 human groups: bins of chr1-22 and chrX, e.g.
+            (Ge 2025's 23 human groups: bins of chr1-22 and chrX, e.g.
             ``Vocabulary.from_bins("hg38", 5000, chroms=[f"chr{i}" for i in range(1, 23)] + ["chrX"])``).
         dna_embeddings
             Optional (n_bins, d_dna) or (V, d_dna) per-bin DNA embedding table.
@@ -358,7 +363,7 @@ def _mlp_head(d: int, n: int) -> nn.Module:
 
 
 class MaskedBinForPretraining(_MaskedBinBase, nn.Module):
-    """atacFormer with its bin-state decoder (and optional supervised heads).
+    """The masked-bin model with its bin-state decoder (and optional supervised heads).
 
     Parameters
     ----------
@@ -389,7 +394,7 @@ class MaskedBinForPretraining(_MaskedBinBase, nn.Module):
         super().__init__()
         c = self.config = config
         self.vocab = vocab
-        self.model = MaskedBinModel(config, vocab=None)
+        self.masked_bin = MaskedBinModel(config, vocab=None)
         if c.decoder == "cross_attention":
             self.eos_queries = nn.Parameter(torch.zeros(c.n_groups, c.hidden_size))
             self.cross_blocks = nn.ModuleList(
@@ -405,10 +410,10 @@ class MaskedBinForPretraining(_MaskedBinBase, nn.Module):
                 m.apply(lambda mod: init_weights(mod, c.initializer_range))
         if c.decoder == "cross_attention":
             nn.init.normal_(self.eos_queries, std=c.initializer_range)
-        self._init_buffers(self.model.embeddings, vocab, bin_groups, dna_embeddings)
+        self._init_buffers(self.masked_bin.embeddings, vocab, bin_groups, dna_embeddings)
 
     def _embeddings(self) -> MaskedBinEmbeddings:
-        return self.model.embeddings
+        return self.masked_bin.embeddings
 
     # -- pieces ------------------------------------------------------------------------
     def group_states(self, hidden: torch.Tensor, attention_mask: torch.Tensor,
@@ -427,7 +432,7 @@ class MaskedBinForPretraining(_MaskedBinBase, nn.Module):
 
     def bin_features(self) -> torch.Tensor:
         """(n_bins, w): the decoder's per-bin input (E1 rows, or the d-wide bin embedding)."""
-        emb = self.model.embeddings
+        emb = self.masked_bin.embeddings
         n = self.config.n_bins
         if self.config.decoder_input == "full":
             return emb.token_vectors(torch.arange(n, device=emb.bin_groups.device))
@@ -520,7 +525,7 @@ class MaskedBinForPretraining(_MaskedBinBase, nn.Module):
         targets for."""
         if attention_mask is None:
             attention_mask = input_ids != self.config.pad_token_id
-        hidden = self.model(input_ids, attention_mask)  # (B, L, D)
+        hidden = self.masked_bin(input_ids, attention_mask)  # (B, L, D)
         groups = self.group_states(hidden, attention_mask, eos_positions)  # (B, G, D)
         dec_loss = None
         if target_ids is not None:
@@ -542,7 +547,7 @@ class MaskedBinForPretraining(_MaskedBinBase, nn.Module):
 
     def embed(self, input_ids, attention_mask=None, pooling=None, **_) -> torch.Tensor:
         """Cell embeddings (B, d), as :meth:`MaskedBinModel.embed`."""
-        return self.model.embed(input_ids, attention_mask, pooling)
+        return self.masked_bin.embed(input_ids, attention_mask, pooling)
 
 
 def _supervised(logits, labels, name):

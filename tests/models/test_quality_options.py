@@ -147,7 +147,7 @@ def test_profile_loss_is_bce_over_every_region(vocab):
 
     torch.manual_seed(0)
     cfg = AtacformerConfig.for_vocab(vocab, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
-                                     dropout=0.0)
+                                     dropout=0.0, depth_offset=False)
     model = AtacformerForProfileReconstruction(cfg, vocab=vocab)
     pad = cfg.pad_token_id
     ids = torch.tensor([[3, 7, pad], [1, 2, 9]])
@@ -157,11 +157,21 @@ def test_profile_loss_is_bce_over_every_region(vocab):
     dense[0, [3, 7, 50, 60]] = 1
     dense[1, [1, 2, 9]] = 1
     z = model.embed(ids)
-    logits = z @ model.decoder.weight.T + model.decoder.bias
+    logits = z @ model.decoder.weight.T + model.decoder_bias
     expect = torch.nn.functional.binary_cross_entropy(torch.sigmoid(logits), dense)
     assert float(out.loss) == pytest.approx(float(expect), rel=1e-5)
-    model.init_decoder_bias(np.full(100, 0.1))
-    assert float(model.decoder.bias[0]) == pytest.approx(np.log(0.1 / 0.9), rel=1e-5)
+    model.init_decoder_bias(np.full(100, 0.1), depths=[4, 16])
+    assert float(model.decoder_bias[0]) == pytest.approx(np.log(0.1 / 0.9), rel=1e-5)
+    assert float(model.log_depth_center) == pytest.approx(np.log(8), rel=1e-5)
+    # with the depth offset, every score of a cell moves by its centred log depth
+    cfg2 = cfg.replace(depth_offset=True, tie_decoder=True)
+    tied = AtacformerForProfileReconstruction(cfg2, vocab=vocab)
+    tied.init_decoder_bias(np.full(100, 0.1), depths=[4, 16])
+    out2 = tied(ids, target_ids=targets)
+    z2 = tied.embed(ids)
+    table = tied.atacformer.embeddings.token_embeddings.weight[:100]
+    want = z2 @ table.T + tied.decoder_bias + (torch.log(torch.tensor([[4.0], [3.0]])) - np.log(8))
+    torch.testing.assert_close(out2.logits, want.to(out2.logits.dtype), rtol=1e-5, atol=1e-5)
 
 
 def test_profile_batcher_hides_a_fraction_and_targets_the_whole_cell(vocab):

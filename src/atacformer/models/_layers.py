@@ -135,7 +135,8 @@ class Encoder(nn.Module):
                          norm_first, layer_norm_eps)
             for _ in range(num_layers)
         )
-        self.norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps) if norm_first else nn.Identity()
+        # a pre-LN stack ends with a LayerNorm; with no layer there is nothing to normalise
+        self.norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps) if norm_first and num_layers else nn.Identity()
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` (B, L, D), ``attention_mask`` (B, L) bool (True = real token) -> (B, L, D)."""

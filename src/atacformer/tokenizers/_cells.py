@@ -89,10 +89,10 @@ def check_output_file(path, *, overwrite: bool = False, inputs=(), suffix: str =
     from atacformer.errors import OutputError
 
     p = Path(os.fspath(path))
-    if suffix and not p.name.endswith(suffix):
-        raise OutputError(f"{p}: the output must be a {suffix} file")
     if p.is_dir():
         raise OutputError(f"{p} is a folder; name an output file ({suffix}) inside it")
+    if suffix and not p.name.endswith(suffix):
+        raise OutputError(f"{p}: the output must be a {suffix} file")
     if not p.parent.exists():
         raise OutputError(f"{p.parent}: the output folder does not exist")
     for i in inputs:

@@ -163,7 +163,7 @@ def initialise_from_data(model, cfg: TrainConfig, mi: ModelInputs) -> None:
     if hasattr(backbone, "token_idf"):
         backbone.token_idf.copy_(torch.from_numpy(idf_weights(mi.sample, model.config.vocab_size)))
     if isinstance(model, AtacformerForProfileReconstruction) and model.config.decoder_bias_init:
-        model.init_decoder_bias(frac)
+        model.init_decoder_bias(frac, np.diff(mi.sample.indptr))
     if cfg.lsi_init:
         init_embeddings_from_lsi(model, mi.sample, seed=cfg.seed, n_components=cfg.lsi_components,
                                  offset=cfg.lsi_offset or 0.0)

@@ -59,6 +59,15 @@ class AtacformerConfig(ModelConfig):
     decoder_bias_init
         Profile reconstruction: start the per-region decoder bias at the log-odds of each
         region's training frequency (set when the model is built from data).
+    depth_offset
+        Profile reconstruction: add each cell's centred log number of open regions to all
+        its region scores (PeakVI's library-size factor), so that the cell vector need not
+        encode depth.
+    tie_decoder
+        Profile reconstruction: score regions with the token table itself (tied) instead of
+        a separate decoder table.
+    cell_norm
+        A LayerNorm on the pooled cell vector (part of the cell embedding).
     pooling
         How a cell embedding is pooled from the final hidden states: ``"mean"`` (geniml's) or
         ``"idf"`` (weighted by each token's inverse document frequency in the training cells,
@@ -101,6 +110,9 @@ class AtacformerConfig(ModelConfig):
     temperature: float = 0.1
     hide_prob: float = 0.5
     decoder_bias_init: bool = True
+    depth_offset: bool = True
+    tie_decoder: bool = False
+    cell_norm: bool = False
     pooling: str = "mean"
     remove_depth: bool = False
     l2_normalize: bool = False

@@ -149,6 +149,7 @@ class AtacformerModel(_AtacformerLoading, nn.Module):
                                config.norm_first, config.layer_norm_eps)
         if config.pooling == "idf":  # IDF of the training cells, saved with the weights
             self.register_buffer("token_idf", torch.zeros(config.vocab_size))
+        self.cell_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.cell_norm else None
         self.apply(lambda m: init_weights(m, config.initializer_range))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
@@ -173,13 +174,15 @@ class AtacformerModel(_AtacformerLoading, nn.Module):
         pooling = pooling or self.config.pooling
         keep = attention_mask.bool()
         if pooling == "mean":
-            return mean_pool(hidden, keep)
-        if pooling == "idf":
+            z = mean_pool(hidden, keep)
+        elif pooling == "idf":
             if not hasattr(self, "token_idf"):
                 raise ValueError("pooling='idf' needs a model built with pooling='idf' (it stores the IDF)")
             w = self.token_idf[input_ids] * keep.to(hidden.dtype)  # (B, L)
-            return (hidden * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-12)
-        raise ValueError(f"Atacformer pooling must be 'mean' or 'idf', got {pooling!r}")
+            z = (hidden * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-12)
+        else:
+            raise ValueError(f"Atacformer pooling must be 'mean' or 'idf', got {pooling!r}")
+        return z if self.cell_norm is None else self.cell_norm(z)
 
 
 class ReplacedTokenHead(nn.Module):
@@ -359,7 +362,9 @@ class AtacformerForProfileReconstruction(_AtacformerLoading, nn.Module):
     set encoder in place of an MLP on the count vector, and the masked-bin decoding of the
     dissertation (LeRoy 2025) with a pooled cell state. The decoder bias starts at the
     log-odds of each region's training frequency, so training spends its steps on what
-    differs between cells rather than on how often each region is open.
+    differs between cells rather than on how often each region is open, and each cell's
+    centred log depth is added to its scores (PeakVI's library factor), so that ``z`` carries
+    composition rather than depth.
 
     Examples
     --------
@@ -379,19 +384,32 @@ class AtacformerForProfileReconstruction(_AtacformerLoading, nn.Module):
         self.config = config
         self.vocab = vocab
         self.atacformer = AtacformerModel(config, vocab=None)
-        self.decoder = nn.Linear(config.hidden_size, config.n_regions)
-        self.decoder.apply(lambda m: init_weights(m, config.initializer_range))
+        # region scores: a table of their own, or the token table itself (tied)
+        self.decoder = None if config.tie_decoder else nn.Linear(config.hidden_size, config.n_regions, bias=False)
+        if self.decoder is not None:
+            self.decoder.apply(lambda m: init_weights(m, config.initializer_range))
+        self.decoder_bias = nn.Parameter(torch.zeros(config.n_regions))
+        # mean log number of open regions per training cell (centre of the depth offset)
+        self.register_buffer("log_depth_center", torch.zeros(()))
+
+    def _decoder_weight(self) -> torch.Tensor:
+        if self.config.tie_decoder:
+            return self.atacformer.embeddings.token_embeddings.weight[: self.config.n_regions]
+        return self.decoder.weight
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 target_ids: torch.Tensor | None = None) -> ProfileReconstructionOutput:
         """``input_ids`` (B, L) the visible tokens; ``target_ids`` (B, T) every open region of
         each cell, padded with any id outside ``[0, n_regions)``."""
         z = self.atacformer.embed(input_ids, attention_mask)  # (B, D)
-        logits = self.decoder(z)  # (B, R)
+        logits = F.linear(z, self._decoder_weight(), self.decoder_bias)  # (B, R)
         loss = None
         if target_ids is not None:
             r = self.config.n_regions
             valid = (target_ids >= 0) & (target_ids < r)
+            if self.config.depth_offset:  # (B, 1): the cell's centred log depth
+                depth = valid.sum(1, keepdim=True).clamp_min(1).float()
+                logits = logits + (torch.log(depth) - self.log_depth_center).to(logits.dtype)
             target = torch.zeros_like(logits, dtype=torch.float32)
             rows = torch.arange(len(target_ids), device=target_ids.device)[:, None].expand_as(target_ids)
             target[rows[valid], target_ids[valid]] = 1.0
@@ -402,8 +420,12 @@ class AtacformerForProfileReconstruction(_AtacformerLoading, nn.Module):
         """Cell embeddings (B, D), as :meth:`AtacformerModel.embed` (every token visible)."""
         return self.atacformer.embed(input_ids, attention_mask, pooling)
 
-    def init_decoder_bias(self, open_fraction) -> None:
-        """Set the decoder bias to the log-odds of each region's open fraction (n_regions,)."""
+    def init_decoder_bias(self, open_fraction, depths=None) -> None:
+        """Set the decoder bias to the log-odds of each region's open fraction (n_regions,)
+        and, with ``depths`` (open regions per training cell), the depth offset's centre."""
         p = torch.as_tensor(open_fraction, dtype=torch.float32).clamp(1e-6, 1 - 1e-6)
         with torch.no_grad():
-            self.decoder.bias.copy_(torch.log(p / (1 - p)).to(self.decoder.bias))
+            self.decoder_bias.copy_(torch.log(p / (1 - p)).to(self.decoder_bias))
+            if depths is not None and len(depths):
+                d = torch.as_tensor(np.maximum(np.asarray(depths, dtype=np.float64), 1.0))
+                self.log_depth_center.fill_(float(torch.log(d).mean()))

@@ -180,11 +180,8 @@ def main() -> int:
                     batching=batching, max_steps=args.steps or (8 if small_cpu else 40),
                     batch_size=args.batch_size or (32 if cuda else (8 if small_cpu else 16)),
                     num_workers=args.num_workers if args.num_workers is not None else (4 if cuda else 1),
-                    save_every=10**9, progress=False, tensorboard=False, compile=args.compile, warmup_steps=5)
-                if Path(config["out"]).exists():
-                    import shutil
-
-                    shutil.rmtree(Path(config["out"]) / "checkpoints", ignore_errors=True)
+                    save_every=10**9, progress=False, tensorboard=False, compile=args.compile, warmup_steps=5,
+                    overwrite=True, recipe="rtd" if model == "atacformer" else None)
                 case = {"model": model, "preset": preset, "batching": batching, "config": config,
                         "threads": threads, "peak": peak}
                 env = dict(os.environ, PYTHONUNBUFFERED="1", **({"OMP_NUM_THREADS": str(threads)} if threads else {}))

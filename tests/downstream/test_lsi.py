@@ -29,14 +29,17 @@ def test_tfidf_matches_dense_formula(counts, log_idf):
     with np.errstate(divide="ignore"):
         ratio = np.where(df > 0, len(b) / df, 0.0)
     idf = np.log1p(ratio) if log_idf else ratio
-    expected = np.log1p(tf * idf * 1e4)
+    nnz = b.sum(1)
+    auto = 0.3 * np.median(nnz[nnz > 0])  # the default: 0.3 x the median open regions per cell
+    expected = np.log1p(tf * idf * auto)
     a = ad.AnnData(sp.csr_matrix(counts))
     pp.tfidf(a, log_idf=log_idf, key_added="tfidf")
     np.testing.assert_allclose(a.layers["tfidf"].toarray(), expected, rtol=1e-5)
     np.testing.assert_allclose(a.var["idf"], idf)
+    assert a.uns["tfidf"]["scale_factor"] == pytest.approx(auto)
     assert a.X.sum() == counts.sum()  # X untouched when key_added is given
-    pp.tfidf(a, log_idf=log_idf)
-    np.testing.assert_allclose(a.X.toarray(), expected, rtol=1e-5)
+    pp.tfidf(a, log_idf=log_idf, scale_factor=1e4)  # Signac's constant
+    np.testing.assert_allclose(a.X.toarray(), np.log1p(tf * idf * 1e4), rtol=1e-5)
 
 
 def test_tfidf_rejects_negative():

@@ -1,5 +1,5 @@
 """Preprocessing (``pp``): normalisation of cells x regions count matrices."""
 
-from atacformer.preprocessing._tfidf import tfidf, tfidf_matrix
+from atacformer.preprocessing._tfidf import AUTO_SCALE, auto_scale_factor, tfidf, tfidf_matrix
 
-__all__ = ["tfidf", "tfidf_matrix"]
+__all__ = ["AUTO_SCALE", "auto_scale_factor", "tfidf", "tfidf_matrix"]

@@ -5,7 +5,28 @@ One standard form is used throughout (Signac ``RunTFIDF(method=1)``, which is al
 
     tf[i, j]  = x[i, j] / sum_j x[i, j]          (per cell: term frequency)
     idf[j]    = n_cells / df[j]                   (df[j]: cells with region j accessible)
-    out[i, j] = log1p(tf[i, j] * idf[j] * 1e4)
+    out[i, j] = log1p(tf[i, j] * idf[j] * scale_factor)
+
+Signac's ``scale_factor`` is 1e4. For a cell with ``n`` open regions ``tf = 1/n``, so a fixed
+1e4 makes ``log1p`` nearly a plain ``log`` for deep cells but squashes nothing for very sparse
+ones, where it flattens every cell to the same profile: on the Granja 2019 bone-marrow set
+(a median of 151 open regions per cell) LSI's Leiden ARI at the true k is 0.34 with 1e4 and
+0.44-0.46 with a smaller factor, while deeper sets prefer a larger one. The default
+``scale_factor="auto"`` is :data:`AUTO_SCALE` (0.3) times the median number of open regions
+per cell, chosen by measurement (Leiden ARI at the true k, mean of 3 seeds, 30 components;
+factor x median non-zeros):
+
+============  ======  ======  ======  ======  =====
+set           x 0.03  x 0.1   x 0.3   x 1     1e4
+============  ======  ======  ======  ======  =====
+Granja D6T1   0.414   0.447   0.456   0.401   0.341
+BM0828        0.499   0.469   0.428   0.481   0.482
+Schep 600     0.571   0.651   0.666   0.675   0.687
+============  ======  ======  ======  ======  =====
+
+(kNN label-transfer accuracy is highest at x 0.3 on Granja and BM0828.) A reference's
+resolved factor is recorded (``uns["tfidf"]["scale_factor"]``) so a query is transformed on
+the same scale.
 
 ``log_idf=True`` replaces the idf by ``log(1 + n_cells / df[j])`` (the Cusanovich 2018 /
 ArchR ``LSIMethod = 1`` idf) and keeps the same outer ``log1p(... * scale_factor)``.
@@ -22,7 +43,26 @@ from anndata import AnnData
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["tfidf", "tfidf_matrix"]
+__all__ = ["AUTO_SCALE", "auto_scale_factor", "tfidf", "tfidf_matrix"]
+
+#: ``scale_factor="auto"``: this times the median number of open regions per cell.
+AUTO_SCALE = 0.3
+
+
+def auto_scale_factor(x) -> float:
+    """:data:`AUTO_SCALE` times the median number of non-zero regions per cell (cells with
+    none left out); 1.0 for a matrix with no counts.
+
+    Examples
+    --------
+    >>> auto_scale_factor(np.array([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]]))
+    0.8999999999999999
+    """
+    m = sp.csr_matrix(x, copy=True) if sp.issparse(x) else sp.csr_matrix(np.asarray(x))
+    m.eliminate_zeros()
+    nnz = np.diff(m.indptr)
+    nnz = nnz[nnz > 0]
+    return float(AUTO_SCALE * np.median(nnz)) if len(nnz) else 1.0
 
 
 def _as_csr(x) -> sp.csr_matrix:
@@ -37,7 +77,7 @@ def tfidf_matrix(
     *,
     binarize: bool = True,
     log_idf: bool = False,
-    scale_factor: float = 1e4,
+    scale_factor: float | str = "auto",
     idf: np.ndarray | None = None,
 ) -> tuple[sp.csr_matrix, np.ndarray]:
     """TF-IDF transform of a cells x regions matrix, on arrays (no AnnData).
@@ -52,7 +92,8 @@ def tfidf_matrix(
     log_idf
         Use ``log(1 + n_cells / df)`` as idf instead of ``n_cells / df``.
     scale_factor
-        Multiplier inside the final ``log1p``.
+        Multiplier inside the final ``log1p``; ``"auto"`` (default):
+        :func:`auto_scale_factor` of ``x`` (see the module notes).
     idf
         Precomputed idf (one value per region), e.g. a reference's ``var["idf"]`` when a
         query is transformed on the reference's scale. Computed from ``x`` when ``None``.
@@ -75,6 +116,10 @@ def tfidf_matrix(
     m.eliminate_zeros()
     if binarize:
         m.data[:] = 1.0
+    if isinstance(scale_factor, str):
+        if scale_factor != "auto":
+            raise ValueError(f"tfidf: scale_factor must be a number or 'auto', got {scale_factor!r}")
+        scale_factor = auto_scale_factor(m)
     n_cells = m.shape[0]
     if idf is None:
         df = np.bincount(m.indices, minlength=m.shape[1]).astype(np.float64)
@@ -104,7 +149,7 @@ def tfidf(
     *,
     binarize: bool = True,
     log_idf: bool = False,
-    scale_factor: float = 1e4,
+    scale_factor: float | str = "auto",
     layer: str | None = None,
     key_added: str | None = None,
     copy: bool = False,
@@ -142,6 +187,8 @@ def tfidf(
     """
     adata = adata.copy() if copy else adata
     source = adata.layers[layer] if layer is not None else adata.X
+    if scale_factor == "auto":
+        scale_factor = auto_scale_factor(source)
     out, idf = tfidf_matrix(source, binarize=binarize, log_idf=log_idf, scale_factor=scale_factor)
     if key_added is None:
         adata.X = out

@@ -31,7 +31,7 @@ from anndata import AnnData
 from scipy.sparse.linalg import svds
 from sklearn.utils.extmath import randomized_svd, svd_flip
 
-from atacformer.preprocessing._tfidf import tfidf_matrix
+from atacformer.preprocessing._tfidf import auto_scale_factor, tfidf_matrix
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def lsi(
     tfidf: bool = True,
     binarize: bool = True,
     log_idf: bool = False,
-    scale_factor: float = 1e4,
+    scale_factor: float | str = "auto",
     l2_normalize: bool = True,
     svd_solver: str = "arpack",
     seed: int = 0,
@@ -147,6 +147,8 @@ def lsi(
     adata = adata.copy() if copy else adata
     source = adata.layers[layer] if layer is not None else adata.X
     if tfidf:
+        if scale_factor == "auto":
+            scale_factor = auto_scale_factor(source)
         m, _ = tfidf_matrix(source, binarize=binarize, log_idf=log_idf, scale_factor=scale_factor)
     else:
         m = sp.csr_matrix(source, dtype=np.float32)

@@ -110,16 +110,43 @@ class ProfileBatcher:
     def __call__(self, X, rng: np.random.Generator, labels: dict | None = None
                  ) -> tuple[dict[str, torch.Tensor], int]:
         """``(batch, weight)``; ``weight`` = cells (the loss is a mean per cell)."""
-        full = as_token_lists(X)
-        visible = []
-        for t in full:
-            n_keep = max(len(t) - int(np.floor(self.config.hide_prob * len(t))), min(len(t), 1))
-            keep = t if n_keep == len(t) else np.sort(rng.choice(t, size=n_keep, replace=False))
-            keep = _first_or_random(keep, self.config.max_length, self.context, rng)
-            visible.append(rng.permutation(keep) if self.order == "shuffled" else keep)
-        input_ids, attention_mask = pad_token_lists(visible, self.config.pad_token_id)
-        target_ids, _ = pad_token_lists(full, -1)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "target_ids": target_ids}, len(full)
+        import scipy.sparse as sp
+
+        x = sp.csr_matrix(X)
+        x.eliminate_zeros()
+        x.sort_indices()
+        n, lengths = x.shape[0], np.diff(x.indptr)
+        cell = np.repeat(np.arange(n), lengths)
+        # hide exactly floor(hide_prob * n) tokens of each cell (one always stays visible): rank
+        # each token by a random key within its cell and keep the lowest-ranked ones
+        n_keep = np.maximum(lengths - np.floor(self.config.hide_prob * lengths).astype(np.int64),
+                            np.minimum(lengths, 1))
+        n_keep = np.minimum(n_keep, self.config.max_length)
+        if self.context == "first":  # the first tokens in genomic order, not a random subset
+            key = np.arange(len(cell), dtype=np.float64) - np.repeat(x.indptr[:-1], lengths)
+        else:
+            key = rng.random(len(cell))
+        order = np.lexsort((key, cell))
+        rank = np.empty(len(cell), np.int64)
+        rank[order] = np.arange(len(cell)) - np.repeat(x.indptr[:-1], lengths)
+        keep = rank < np.repeat(n_keep, lengths)
+        ids, kept_cell = x.indices[keep].astype(np.int64), cell[keep]
+        if self.order == "shuffled":
+            perm = np.lexsort((rng.random(len(ids)), kept_cell))
+            ids = ids[perm]
+        input_ids = _pad_rows(ids, n_keep, self.config.pad_token_id)
+        target_ids = _pad_rows(x.indices.astype(np.int64), lengths, -1)
+        return {"input_ids": input_ids, "attention_mask": input_ids != self.config.pad_token_id,
+                "target_ids": target_ids}, n
+
+
+def _pad_rows(values: np.ndarray, lengths: np.ndarray, pad: int) -> torch.Tensor:
+    """Consecutive runs of ``values`` (``lengths`` each) as rows of a padded (B, L) tensor."""
+    width = max(int(lengths.max()) if len(lengths) else 0, 1)
+    out = np.full((len(lengths), width), pad, dtype=np.int64)
+    col = np.arange(len(values)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out[np.repeat(np.arange(len(lengths)), lengths), col] = values
+    return torch.from_numpy(out)
 
 
 def truncate_sentence(s: Sentence, max_length: int, n_bins: int) -> Sentence:

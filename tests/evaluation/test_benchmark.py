@@ -83,3 +83,31 @@ def test_recipes_resolve_to_valid_configs():
 def test_benchmark_full(data_dir, tmp_path):
     table = run_benchmark(data_dir, tmp_path, BenchmarkConfig(recipes=list(RECIPES), time_budget=2.0), say=print)
     assert len(set(table["dataset"])) == 3
+
+
+def test_benchmark_zero_shot_on_shared_bins(data_dir, tmp_path):
+    """With shared bins and holdout, each set is embedded by a model that never saw its cells."""
+    seen = []
+    real = harness.train_recipe
+
+    def spy(recipe, cells, out, cfg, max_steps=None):
+        cs = cells if isinstance(cells, list) else [cells]
+        seen.append((out.name, set().union(*(set(c.obs_names) for c in cs))))
+        return real(recipe, cells, out, cfg, max_steps)
+
+    import pytest as _pytest
+
+    mp = _pytest.MonkeyPatch()
+    mp.setattr(harness, "train_recipe", spy)
+    try:
+        cfg = BenchmarkConfig(datasets=("Schep600", "chromVAR50"), methods=("lsi", "atacformer"), recipes=["profile"],
+                              steps=2, vocab="bins", holdout=True, max_cells=48, umap=False)
+        table = run_benchmark(data_dir, tmp_path, cfg, say=lambda m: None)
+    finally:
+        mp.undo()
+    assert {"atacformer profile zero-shot", "atacformer profile zero-shot untrained"} <= set(table["method"])
+    # the model embedding Schep600 was trained on chromVAR50's cells only, and the reverse
+    sets = harness.load_labelled_sets(data_dir, ["Schep600", "chromVAR50"], max_cells=48)
+    trained = dict(seen)
+    assert trained["without-Schep600-profile"] == set(sets["chromVAR50"].obs_names)
+    assert trained["without-chromVAR50-profile"] == set(sets["Schep600"].obs_names)

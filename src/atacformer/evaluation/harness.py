@@ -58,6 +58,7 @@ class BenchmarkConfig:
     steps: int | None = None  # optimizer steps of every recipe (None: the cpu preset's plan)
     time_budget: float | None = None  # minutes per recipe and set (None: the preset's)
     vocab: str = "peaks"  # "peaks": each set its own peaks; "bins": shared hg19 5 kb bins
+    holdout: bool = False  # with bins: each set embedded by a model trained on the other sets only
     max_cells: int | None = None  # stratified subsample per set (CI scale)
     scembed_epochs: int = 20
     peakvi_epochs: int = 100
@@ -97,7 +98,8 @@ def load_labelled_sets(data_dir, names=None, max_cells: int | None = None, seed:
 
 
 def tokenize_sets(sets: dict[str, AnnData], vocab: str = "peaks") -> dict[str, tuple[AnnData, object]]:
-    """Tokenize each set: into its own peaks (``"peaks"``) or shared hg19 5 kb bins."""
+    """Tokenize each set: into its own peaks (``"peaks"``), or into the hg19 5 kb bins open
+    in at least one cell of any set (``"bins"``: one shared vocabulary for all sets)."""
     from atacformer.tokenizers import peak_vocabulary, tokenize_peak_matrix
     from atacformer.vocab import Vocabulary
 
@@ -108,6 +110,16 @@ def tokenize_sets(sets: dict[str, AnnData], vocab: str = "peaks") -> dict[str, t
         tok = tokenize_peak_matrix(a, v).to_anndata()
         tok.obs[LABEL_KEY] = a.obs[LABEL_KEY].to_numpy()
         out[name] = (tok, v)
+    if shared is not None:  # the union of open bins: a data-derived shared universe
+        used = np.zeros(shared.n_regions, bool)
+        for tok, _ in out.values():
+            used[np.unique(sp.csr_matrix(tok.X).indices)] = True
+        keep = np.flatnonzero(used)
+        v = Vocabulary(shared.chroms[keep], shared.starts[keep], shared.ends[keep], genome="hg19")
+        for name, (tok, _) in out.items():
+            small = AnnData(sp.csr_matrix(tok.X)[:, keep], obs=tok.obs, var=v.to_dataframe())
+            out[name] = (tokenize_peak_matrix(small, v).to_anndata(), v)
+            out[name][0].obs[LABEL_KEY] = tok.obs[LABEL_KEY].to_numpy()
     return out
 
 
@@ -193,23 +205,30 @@ def train_recipe(recipe: str, cells, out: Path, cfg: BenchmarkConfig, max_steps:
 
 
 def _atacformer(tokenized, cfg, out: Path, say) -> dict[str, dict[str, tuple[str, float, object]]]:
-    """Train each recipe (per set, or once on all sets with shared bins); embed untrained
-    and trained models with :func:`atacformer.tools.embed`."""
+    """Train each recipe (per set; once on all sets with shared bins; or, with ``holdout``,
+    on all sets but the one embedded: the zero-shot use of a foundation model) and embed
+    untrained and trained models with :func:`atacformer.tools.embed`."""
     from atacformer import tools as tl
 
     reps: dict[str, dict] = {n: {} for n in tokenized}
     for rname in cfg.recipes:
-        groups = ([("all", list(tokenized))] if cfg.vocab == "bins" else [(n, [n]) for n in tokenized])
-        for gname, names in groups:
-            cells = [tokenized[n][0] for n in names]
+        if cfg.vocab == "bins" and cfg.holdout:  # train on the other sets, embed the held-out one
+            groups = [(f"without-{n}", [m for m in tokenized if m != n], [n]) for n in tokenized]
+        elif cfg.vocab == "bins":
+            groups = [("all", list(tokenized), list(tokenized))]
+        else:
+            groups = [(n, [n], [n]) for n in tokenized]
+        for gname, train_names, names in groups:
+            cells = [tokenized[n][0] for n in train_names]
             for label, steps in (("untrained", 0), ("", cfg.steps)):
                 t0 = time.perf_counter()
                 model, summary = train_recipe(rname, cells if len(cells) > 1 else cells[0],
                                               out / "runs" / f"{gname}-{rname}{'-' + label if label else ''}",
                                               cfg, steps)
                 secs = time.perf_counter() - t0
-                method = f"atacformer {rname}" + (f" {label}" if label else "")
-                n_all = sum(c.n_obs for c in cells)
+                method = (f"atacformer {rname}" + (" zero-shot" if cfg.holdout else "")
+                          + (f" {label}" if label else ""))
+                n_all = sum(tokenized[n][0].n_obs for n in names)
                 for n in names:
                     key = f"X_atacformer[{rname}{'|' + label if label else ''}]"
                     t1 = time.perf_counter()

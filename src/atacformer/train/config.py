@@ -47,6 +47,10 @@ MODEL_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
+#: The cpu preset's encoder for replaced-token detection, whose per-token head can only spot
+#: a replacement through attention to the cell's other tokens.
+CPU_RTD: dict[str, Any] = dict(num_layers=2, max_length=512, cell_norm=False)
+
 #: Optimisation per preset; ``batch_size`` is cells per optimizer step over all ranks.
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     # cpu: steps sized from the data (``epochs`` passes) and capped by ``time_budget`` minutes
@@ -61,7 +65,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 #: Every recipe can be run with ``max_steps=0`` to get its own untrained starting point.
 RECIPES: dict[str, dict[str, Any]] = {
     # whole-profile reconstruction through the pooled cell vector (the default)
-    "profile": dict(objective="profile", mask_ratio=0.5, pooling="mean", remove_depth=False, l2_normalize=True),
+    "profile": dict(objective="profile", mask_ratio=0.5, pooling="idf", remove_depth=False, l2_normalize=True),
     # geniml's ELECTRA objective as published: uniform replacements, mean pooling
     "rtd": dict(objective="rtd", replacement="uniform", pooling="mean", remove_depth=False,
                 l2_normalize=False),
@@ -312,6 +316,8 @@ class TrainConfig:
         """Model config fields: the preset's architecture, then ``max_length``, the mask ratio
         and ``model_overrides``."""
         kw = dict(MODEL_PRESETS[self.model][self.preset])
+        if self.model == "atacformer" and self.preset == "cpu" and self.objective == "rtd":
+            kw.update(CPU_RTD)  # a token-level objective needs attention to see other tokens
         if self.max_length is not None:
             kw["max_length"] = int(self.max_length)
         if self.mask_ratio is not None:

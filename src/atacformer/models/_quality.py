@@ -3,7 +3,7 @@
 - :func:`token_frequencies`: corpus token frequencies, the replacement distribution of
   :class:`~atacformer.models.ReplacedTokenCollator` (``token_probs=``): a uniformly drawn
   replacement is usually a region almost never open, which the head spots from rarity alone.
-- :func:`idf_weights`: per-token inverse document frequency, for TF-IDF-weighted pooling in
+- :func:`idf_weights`: per-token inverse document frequency (LSI's), for IDF-weighted pooling in
   :func:`~atacformer.models.embed_cells` (``token_weights=``).
 - :func:`init_embeddings_from_lsi`: token embeddings initialised from the region loadings
   of a TF-IDF + truncated SVD (LSI) of the training cells, so that pooling starts from an
@@ -64,19 +64,20 @@ def token_frequencies(X, vocab_size: int | None = None, smoothing: float = 1.0) 
 
 
 def idf_weights(X, vocab_size: int | None = None) -> np.ndarray:
-    """Inverse document frequency ``log(1 + n_cells / (1 + n_cells_open))`` per token.
-
-    Special tokens (columns past ``X.shape[1]``) get weight 0.
+    """Inverse document frequency per token, LSI's own (:func:`atacformer.pp.tfidf_matrix`):
+    ``n_cells / n_cells_open``, 0 for a region no cell opens and for special tokens (columns
+    past ``X.shape[1]``). Rare regions weigh the most, as in LSI's TF-IDF.
 
     Examples
     --------
-    >>> idf_weights(sp.csr_matrix([[1, 1], [1, 0]]), vocab_size=3).round(3)
-    array([0.511, 0.693, 0.   ], dtype=float32)
+    >>> idf_weights(sp.csr_matrix([[1, 1], [1, 0]]), vocab_size=3)
+    array([1., 2., 0.], dtype=float32)
     """
-    m = _binary(X)
-    df = np.asarray(m.sum(0)).ravel()
-    out = np.zeros(vocab_size or m.shape[1], dtype=np.float32)
-    out[: m.shape[1]] = np.log1p(m.shape[0] / (1.0 + df))
+    from atacformer.preprocessing import inverse_document_frequency
+
+    idf = inverse_document_frequency(X)
+    out = np.zeros(vocab_size or X.shape[1], dtype=np.float32)
+    out[: len(idf)] = idf
     return out
 
 

@@ -43,10 +43,27 @@ from anndata import AnnData
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AUTO_SCALE", "auto_scale_factor", "tfidf", "tfidf_matrix"]
+__all__ = ["AUTO_SCALE", "auto_scale_factor", "inverse_document_frequency", "tfidf", "tfidf_matrix"]
 
 #: ``scale_factor="auto"``: this times the median number of open regions per cell.
 AUTO_SCALE = 0.3
+
+
+def inverse_document_frequency(x, log_idf: bool = False) -> np.ndarray:
+    """``n_cells / df`` per region (``log(1 + n_cells / df)`` with ``log_idf``), where ``df``
+    counts the cells in which the region is non-zero; 0 for a region no cell opens (its idf
+    is undefined, and 0 keeps it at zero everywhere).
+
+    Examples
+    --------
+    >>> inverse_document_frequency(np.array([[1, 0, 2], [0, 3, 1]])).tolist()
+    [2.0, 2.0, 1.0]
+    """
+    m = sp.csr_matrix(x, copy=True) if sp.issparse(x) else sp.csr_matrix(np.asarray(x))
+    m.eliminate_zeros()
+    df = np.bincount(m.indices, minlength=m.shape[1]).astype(np.float64)
+    ratio = np.where(df > 0, m.shape[0] / np.maximum(df, 1), 0.0)
+    return np.log1p(ratio) if log_idf else ratio
 
 
 def auto_scale_factor(x) -> float:
@@ -122,11 +139,7 @@ def tfidf_matrix(
         scale_factor = auto_scale_factor(m)
     n_cells = m.shape[0]
     if idf is None:
-        df = np.bincount(m.indices, minlength=m.shape[1]).astype(np.float64)
-        # A region no cell opens has no defined idf; 0 keeps it at zero everywhere.
-        with np.errstate(divide="ignore"):
-            ratio = np.where(df > 0, n_cells / np.maximum(df, 1), 0.0)
-        idf = np.log1p(ratio) if log_idf else ratio
+        idf = inverse_document_frequency(m, log_idf=log_idf)
     else:
         idf = np.asarray(idf, dtype=np.float64)
         if idf.shape != (m.shape[1],):

@@ -42,17 +42,16 @@ def test_benchmark_small(data_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(harness, "train_recipe", spy)
     cfg = BenchmarkConfig(datasets=("Schep600", "chromVAR50"), methods=("lsi", "snapatac2", "atacformer"),
-                          recipes=["profile", "rtd-frequency"], steps=3, max_cells=72, dropout=(0.5,))
+                          recipes=["profile"], steps=3, max_cells=72, dropout=(0.5,))
     table = run_benchmark(data_dir, tmp_path, cfg, say=lambda m: None)
     assert set(table["dataset"]) == {"Schep600", "chromVAR50"}
-    methods = {"LSI", "SnapATAC2", "atacformer profile", "atacformer profile untrained",
-               "atacformer rtd-frequency", "atacformer rtd-frequency untrained"}
+    methods = {"LSI", "SnapATAC2", "atacformer profile", "atacformer profile untrained"}
     assert methods <= set(table["method"])
     assert set(table["dropout"]) == {0.0, 0.5}
     assert table[["leiden_ari", "kmeans_ari", "transfer_acc"]].notna().all().all()
     trained = table[(table.method == "atacformer profile") & (table.dropout == 0)]
     assert trained["leiden_ari_gain"].notna().all()
-    assert sorted(seen) == sorted([(r, s) for r in ("profile", "rtd-frequency") for s in (0, 3)] * 2)
+    assert sorted(seen) == sorted([("profile", 0), ("profile", 3)] * 2)
     lsi = table[(table.dataset == "Schep600") & (table.method == "LSI") & (table.dropout == 0)].iloc[0]
     assert lsi.transfer_acc > 0.3  # a sane baseline on real labels (chance: 1/12; 6 cells per type here)
     for f in ("benchmark.csv", "benchmark.md", "umap_Schep600.png", "umap_chromVAR50.png"):

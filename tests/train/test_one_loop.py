@@ -128,11 +128,15 @@ def test_three_entry_points_give_one_embedding(toy_h5ad, tmp_path, cli):
 
 def test_default_preset_sizes_steps_from_data_and_time_budget(toy_h5ad, tmp_path):
     cfg = TrainConfig(data=[str(toy_h5ad)], out=str(tmp_path / "a"), progress=False, tensorboard=False,
-                      model_overrides=dict(TINY), epochs=2.0)
+                      model_overrides=dict(TINY), epochs=2.0, min_steps=1, batch_size=16)
     summary = pretrain(cfg)
     saved = TrainConfig.load(tmp_path / "a" / "train_config.json")
     assert saved.preset == "cpu" and saved.recipe == "profile"
-    assert summary["steps"] == saved.max_steps == int(np.ceil(2.0 * 48 / 128))
+    assert summary["steps"] == saved.max_steps == int(np.ceil(2.0 * 48 / 16))
+    # a small set gets at least min_steps
+    cfg = TrainConfig(data=[str(toy_h5ad)], out=str(tmp_path / "m"), progress=False, tensorboard=False,
+                      model_overrides=dict(TINY), epochs=2.0, min_steps=9, batch_size=16)
+    assert pretrain(cfg)["steps"] == 9
     # a budget too small for the plan: the plan is cut at what fits, and the cut is saved
     cfg = TrainConfig(data=[str(toy_h5ad)], out=str(tmp_path / "b"), progress=False, tensorboard=False,
                       model_overrides=dict(TINY), batch_size=4, epochs=400.0, time_budget=0.02)

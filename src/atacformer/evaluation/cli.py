@@ -25,7 +25,7 @@ def cmd_benchmark(args) -> int:
     cfg = BenchmarkConfig(datasets=tuple(args.datasets.split(",")), methods=tuple(args.methods.split(",")),
                           recipes=recipes, steps=args.steps, time_budget=args.time_budget, vocab=args.vocab,
                           holdout=args.holdout, max_cells=args.max_cells, scembed_epochs=args.scembed_epochs,
-                          peakvi_epochs=args.peakvi_epochs,
+                          peakvi_epochs=args.peakvi_epochs, peakvi_minutes=args.peakvi_minutes,
                           dropout=tuple(float(x) for x in args.dropout.split(",") if x), seed=args.seed,
                           umap=not args.no_umap)
     if args.threads:
@@ -58,6 +58,7 @@ def add_benchmark_commands(sub) -> None:
                    help="pretraining steps of every recipe (default: the cpu preset's data-sized plan)")
     b.add_argument("--time-budget", type=float, default=None, help="minutes per recipe and set (default 12)")
     b.add_argument("--peakvi-epochs", type=int, default=100)
+    b.add_argument("--peakvi-minutes", type=float, default=10.0, help="PeakVI's training time limit per set")
     b.add_argument("--dropout", default="", help="comma-separated fractions of non-zeros dropped at random "
                    "(e.g. 0.5,0.8): every method re-scored on the thinned cells")
     b.add_argument("--vocab", choices=["peaks", "bins"], default="peaks",

@@ -28,8 +28,8 @@ MODEL_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "atacformer": {
         # measured on 2 CPU cores: a pooled bag of region embeddings (no attention layer) learns the
         # most per minute; --preset small / base add transformer layers for GPU runs
-        "cpu": dict(hidden_size=64, num_layers=0, num_heads=4, intermediate_size=128, max_length=4096,
-                    dropout=0.0, cell_norm=True, initializer_range=0.125),
+        "cpu": dict(hidden_size=128, num_layers=0, num_heads=4, intermediate_size=256, max_length=4096,
+                    dropout=0.0, cell_norm=True, initializer_range=0.09),
         "debug": dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_length=512,
                       dropout=0.0),
         "small": dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, max_length=2048),
@@ -55,7 +55,7 @@ CPU_RTD: dict[str, Any] = dict(num_layers=2, max_length=512, cell_norm=False)
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     # cpu: steps sized from the data (``epochs`` passes) and capped by ``time_budget`` minutes
     "cpu": dict(batch_size=128, lr=2e-3, warmup_steps=50, max_steps=None, save_every=500, epochs=20.0,
-                time_budget=12.0),
+                min_steps=1500, time_budget=12.0),
     "debug": dict(batch_size=16, lr=1e-3, warmup_steps=10, max_steps=100, save_every=50),
     "small": dict(batch_size=64, lr=5e-4, warmup_steps=500, max_steps=20_000, save_every=1000),
     "base": dict(batch_size=256, lr=3e-4, warmup_steps=2000, max_steps=200_000, save_every=2000),
@@ -94,9 +94,9 @@ DEFAULT_RECIPE = "profile"
 
 #: Fields that may differ between the pieces of one resumed run (they do not change the
 #: numbers a step computes).
-RESUMABLE_FIELDS = frozenset({"max_steps", "epochs", "time_budget", "save_every", "keep_checkpoints", "log_every", "progress",
-                              "tensorboard", "num_workers", "resume", "overwrite", "data", "out", "grad_accum",
-                              "device", "compile", "activation_checkpointing", "parallel"})
+RESUMABLE_FIELDS = frozenset({"max_steps", "epochs", "min_steps", "time_budget", "save_every", "keep_checkpoints",
+                              "log_every", "progress", "tensorboard", "num_workers", "resume", "overwrite", "data",
+                              "out", "grad_accum", "device", "compile", "activation_checkpointing", "parallel"})
 
 _CHOICES = {
     "model": MODELS, "preset": PRESETS, "context": ("random", "first"), "order": ("genomic", "shuffled"),
@@ -170,10 +170,10 @@ class TrainConfig:
     max_steps, batch_size, grad_accum
         Optimizer steps (0: export the initialised model unchanged); cells per step over all
         ranks; micro-batches per step and rank.
-    epochs, time_budget
-        Without ``max_steps``: train ``epochs`` passes over the cells, but stop the plan at
-        what fits in ``time_budget`` minutes (measured on the first steps; the ``cpu``
-        preset's default).
+    epochs, min_steps, time_budget
+        Without ``max_steps``: train ``epochs`` passes over the cells but at least
+        ``min_steps`` steps (small sets need more passes), and stop the plan at what fits in
+        ``time_budget`` minutes (measured on the first steps; the ``cpu`` preset's default).
     lr, min_lr_ratio, warmup_steps, weight_decay, beta1, beta2, eps, max_grad_norm
         AdamW with linear warmup then cosine decay to ``min_lr_ratio * lr``; gradient
         clipping by global norm (0 = off).
@@ -229,6 +229,7 @@ class TrainConfig:
     num_workers: int = 0
     max_steps: int | None = None
     epochs: float | None = None
+    min_steps: int | None = None
     time_budget: float | None = None
     batch_size: int | None = None
     grad_accum: int = 1

@@ -171,7 +171,7 @@ class _Run:
         self.planned = cfg.max_steps is None  # sized from the data: epochs, then the time budget
         if self.planned:
             n_cells = int(np.count_nonzero(self.lengths))
-            steps = max(1, int(np.ceil(cfg.epochs * n_cells / cfg.batch_size)))
+            steps = max(1, int(np.ceil(cfg.epochs * n_cells / cfg.batch_size)), cfg.min_steps or 0)
             self.cfg = cfg = dataclasses.replace(cfg, max_steps=steps, warmup_steps=min(cfg.warmup_steps,
                                                                                          max(steps // 10, 1)))
         self.scheduler = build_scheduler(self.optimizer, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)

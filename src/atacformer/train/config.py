@@ -29,7 +29,7 @@ MODEL_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # measured on 2 CPU cores: a pooled bag of region embeddings (no attention layer) learns the
         # most per minute; --preset small / base add transformer layers for GPU runs
         "cpu": dict(hidden_size=128, num_layers=0, num_heads=4, intermediate_size=256, max_length=4096,
-                    dropout=0.0, cell_norm=True, initializer_range=0.09),
+                    dropout=0.0, cell_norm=True, initializer_range=0.125),
         "debug": dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_length=512,
                       dropout=0.0),
         "small": dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, max_length=2048),

@@ -110,3 +110,12 @@ def test_benchmark_zero_shot_on_shared_bins(data_dir, tmp_path):
     trained = dict(seen)
     assert trained["without-Schep600-profile"] == set(sets["chromVAR50"].obs_names)
     assert trained["without-chromVAR50-profile"] == set(sets["Schep600"].obs_names)
+
+
+def test_peakvi_peer_runs_when_installed(data_dir):
+    pytest.importorskip("scvi", reason="scvi-tools is an optional extra (pip install 'atacformer[peakvi]')")
+    sets = harness.load_labelled_sets(data_dir, ["chromVAR50"])
+    tok, _ = harness.tokenize_sets(sets)["chromVAR50"]
+    harness.peakvi_latent(tok, max_epochs=3)
+    z = tok.obsm["X_peakvi"]
+    assert z.shape[0] == 50 and np.isfinite(z).all() and z.std(0).max() > 0

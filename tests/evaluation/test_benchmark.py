@@ -75,7 +75,10 @@ def test_recipes_resolve_to_valid_configs():
     for name in RECIPES:
         cfg = TrainConfig(data=["x.h5ad"], recipe=name).resolved()
         assert cfg.recipe == name and cfg.objective in ("rtd", "profile")
-        assert cfg.model_kwargs()  # every switch maps to a model field
+        kw = cfg.model_kwargs()
+        assert kw["max_length"] == cfg.max_length
+        # on the cpu preset a token-level objective keeps attention layers and a short context
+        assert (kw["num_layers"], kw["max_length"]) == ((2, 512) if cfg.objective == "rtd" else (0, 4096))
 
 
 @pytest.mark.slow

@@ -310,15 +310,19 @@ class TrainConfig:
         changes.update({k: v for k, v in preset.items() if getattr(self, k) is None and k not in changes})
         out = dataclasses.replace(self, **changes)
         if out.max_length is None:
-            out.max_length = int(MODEL_PRESETS[self.model][self.preset]["max_length"])
+            out.max_length = int(out._preset_model()["max_length"])
         return out
+
+    def _preset_model(self) -> dict[str, Any]:
+        kw = dict(MODEL_PRESETS[self.model][self.preset])
+        if self.model == "atacformer" and self.preset == "cpu" and self.objective == "rtd":
+            kw.update(CPU_RTD)  # a token-level objective needs attention to see other tokens
+        return kw
 
     def model_kwargs(self) -> dict[str, Any]:
         """Model config fields: the preset's architecture, then ``max_length``, the mask ratio
         and ``model_overrides``."""
-        kw = dict(MODEL_PRESETS[self.model][self.preset])
-        if self.model == "atacformer" and self.preset == "cpu" and self.objective == "rtd":
-            kw.update(CPU_RTD)  # a token-level objective needs attention to see other tokens
+        kw = self._preset_model()
         if self.max_length is not None:
             kw["max_length"] = int(self.max_length)
         if self.mask_ratio is not None:

@@ -321,10 +321,11 @@ class _Run:
         bar.refresh()
         if self.info.is_main:
             self.cfg.save(self.out / CONFIG_FILE)
-            logger.warning("the %.0f-minute time budget fits %d of the %d planned steps (%.1f s a step, %.2f of "
-                           "%.0f epochs); pass --time-budget MINUTES or --max-steps N to train longer (a GPU "
-                           "run takes --device cuda)", cfg.time_budget, self.cfg.max_steps, planned, step_s,
-                           cfg.epochs * self.cfg.max_steps / planned, cfg.epochs)
+            per_epoch = max(int(np.count_nonzero(self.lengths)), 1) / cfg.batch_size
+            logger.warning("the %g-minute time budget fits %d of the %d planned steps (%.1f s a step, %.1f of "
+                           "%.1f passes over the cells); pass --time-budget MINUTES or --max-steps N to train "
+                           "longer (a GPU run takes --device cuda)", cfg.time_budget, self.cfg.max_steps, planned,
+                           step_s, self.cfg.max_steps / per_epoch, planned / per_epoch)
 
     def _advance(self, n_steps: int, tokens: float) -> None:
         s = self.state

@@ -200,3 +200,11 @@ def test_h5ad_with_chr_columns_and_repeated_raw_barcodes(data_dir, tmp_path):
 
     obs = Corpus.open(tmp_path / "corpus").obs
     assert list(obs.index) == list(a.obs_names) and set(obs["raw_barcode"]) == {"AAAC-1"}
+
+
+def test_a_corpus_build_left_by_an_interrupted_run_is_not_a_foreign_file(toy_h5ad, tmp_path):
+    out = tmp_path / "run"
+    (out / ".corpus.build-deadbeef").mkdir(parents=True)
+    (out / ".corpus.build-deadbeef" / "manifest.json").write_text("{}")
+    pretrain(_cfg(out, data=[str(toy_h5ad)], max_steps=1))
+    assert not (out / ".corpus.build-deadbeef").exists() and (out / "model").exists()

@@ -51,8 +51,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "train_config.json"
 #: Files of a run in OUT (what ``overwrite`` replaces; anything else in OUT is refused).
-RUN_FILES = (CONFIG_FILE, METRICS_FILE, "summary.json", "model", ckpt.CHECKPOINT_DIR, "tensorboard", "corpus",
-             "training_inputs.json")
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, "summary.json", "model", ckpt.CHECKPOINT_DIR, "tensorboard", "corpus")
 #: Steps timed before a time budget sizes the run.
 CALIBRATION_STEPS = 5
 
@@ -97,7 +96,9 @@ def check_output_folder(out: Path, resume: bool, overwrite: bool) -> None:
     if not out.is_dir():
         raise OutputError(f"{out} exists and is not a folder; choose another --out")
     entries = {p.name for p in out.iterdir()}
-    foreign = sorted(entries - set(RUN_FILES) - {f"{CONFIG_FILE}.tmp"})
+    # a config being written, or a corpus build an interrupted run left (the next build removes it)
+    foreign = sorted(e for e in entries - set(RUN_FILES) - {f"{CONFIG_FILE}.tmp"}
+                     if not e.startswith(".corpus.build-"))
     if foreign:
         raise OutputError(f"{out} holds files that are not a training run's ({', '.join(foreign[:5])}"
                               f"{', ...' if len(foreign) > 5 else ''}); choose a new or empty --out")
@@ -109,7 +110,7 @@ def check_output_folder(out: Path, resume: bool, overwrite: bool) -> None:
     import shutil
 
     for name in RUN_FILES:
-        if name in ("corpus", "training_inputs.json"):
+        if name == "corpus":
             continue  # a tokenized corpus is reused when its inputs are the same
         p = out / name
         if p.is_dir():

@@ -78,13 +78,13 @@ def _report(name, cells):
 
 
 def _load_model_folder(path):
-    """A model folder, with a hint when ``path`` is a training run's folder."""
-    from atacformer.errors import AtacformerError
+    """A model folder; a training run's folder (pretrain / finetune ``--out``) gives its model."""
     from atacformer.models import load_model
 
     p = Path(path)
     if p.is_dir() and not (p / "config.json").exists() and (p / "model" / "config.json").exists():
-        raise AtacformerError(f"{p} is a training run's folder; its model is {p / 'model'}")
+        print(f"using {p / 'model'} (the model of the training run {p})", file=sys.stderr)
+        path = p / "model"
     return load_model(path)
 
 

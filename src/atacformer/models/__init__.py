@@ -11,7 +11,7 @@ vocabulary) or a Hugging Face Hub id; :func:`load_model` picks the class, and
 """
 
 from atacformer.models._collate import as_token_lists, pad_token_lists, subsample_tokens
-from atacformer.models._inference import embed_cells, load_model
+from atacformer.models._inference import embed_cells, load_model, predict_label_probabilities
 from atacformer.models._quality import (
     cell_contrastive_loss,
     idf_weights,
@@ -22,6 +22,7 @@ from atacformer.models._quality import (
 )
 from atacformer.models.atacformer import (
     AtacformerConfig,
+    AtacformerForFinetuning,
     AtacformerForProfileReconstruction,
     AtacformerForReplacedTokenDetection,
     AtacformerModel,
@@ -39,6 +40,7 @@ from atacformer.models.masked_bin import (
 
 __all__ = [
     "AtacformerConfig",
+    "AtacformerForFinetuning",
     "AtacformerForProfileReconstruction",
     "AtacformerForReplacedTokenDetection",
     "AtacformerModel",
@@ -57,6 +59,7 @@ __all__ = [
     "lsi_loadings",
     "masked_bin_vocabulary",
     "pad_token_lists",
+    "predict_label_probabilities",
     "replace_tokens",
     "subsample_tokens",
     "token_frequencies",

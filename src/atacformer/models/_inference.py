@@ -95,7 +95,38 @@ def embed_cells(model, cells, batch_size: int = 64, device=None, max_length: int
     return out
 
 
-def load_model(path_or_repo_id, *, map_location="cpu", **hub_kwargs):
+def predict_label_probabilities(model, cells, batch_size: int = 64, device=None) -> np.ndarray:
+    """(n_cells, n_labels) probabilities of a fine-tuned model's label head
+    (:meth:`AtacformerForFinetuning.predict_proba`), columns in ``model.config.label_names``
+    order. Every token of a cell is used up to the model's context (longer cells are
+    subsampled with a fixed seed)."""
+    if not getattr(model.config, "label_names", None) or not hasattr(model, "predict_proba"):
+        raise ValueError("this model has no label head (fine-tune it with objective 'classify')")
+    token_lists = as_token_lists(cells)
+    n = len(token_lists)
+    out = np.full((n, len(model.config.label_names)), np.nan, dtype=np.float32)
+    if device is not None:
+        model.to(device)
+    dev = next(model.parameters()).device
+    rng = np.random.default_rng(0)
+    lengths = np.array([len(t) for t in token_lists])
+    order = np.argsort(-lengths, kind="stable")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for s in range(0, n, batch_size):
+                idx = order[s: s + batch_size]
+                inputs = model.prepare_inputs([token_lists[i] for i in idx], None, rng)
+                inputs = {k: v.to(dev) for k, v in inputs.items()}
+                out[idx] = model.predict_proba(**inputs).float().cpu().numpy()
+    finally:
+        model.train(was_training)
+    out[lengths == 0] = np.nan
+    return out
+
+
+def load_model(path_or_repo_id, *, map_location="cpu", merge_adapters: bool = False, **hub_kwargs):
     """Load any atacformer model folder, or a published geniml Atacformer checkpoint.
 
     The class is chosen from ``config.json``: this package's folders record
@@ -109,6 +140,9 @@ def load_model(path_or_repo_id, *, map_location="cpu", **hub_kwargs):
         A local folder or a Hugging Face Hub id.
     map_location
         Device for the weights.
+    merge_adapters
+        A fine-tuned folder with LoRA adapters loads with them as separate layers (default)
+        or folded into the backbone's weights (the same function, plain layers).
     **hub_kwargs
         ``revision``, ``cache_dir``, ``local_files_only``, ``token`` for Hub ids.
 
@@ -118,6 +152,7 @@ def load_model(path_or_repo_id, *, map_location="cpu", **hub_kwargs):
     """
     from atacformer.models._pretrained import load_state_dict, read_config_json, resolve_model_dir
     from atacformer.models.atacformer.configuration_atacformer import AtacformerConfig
+    from atacformer.models.atacformer.finetuning import AtacformerForFinetuning
     from atacformer.models.atacformer.modeling_atacformer import (
         AtacformerForProfileReconstruction, AtacformerForReplacedTokenDetection, AtacformerModel,
         is_geniml_config,
@@ -138,7 +173,7 @@ def load_model(path_or_repo_id, *, map_location="cpu", **hub_kwargs):
         cls = AtacformerForReplacedTokenDetection if rtd else AtacformerModel
         return cls.from_pretrained(d, map_location=map_location)
     kinds = {
-        AtacformerConfig.model_type: (AtacformerModel, AtacformerForProfileReconstruction,
+        AtacformerConfig.model_type: (AtacformerModel, AtacformerForFinetuning, AtacformerForProfileReconstruction,
                                       AtacformerForReplacedTokenDetection),
         MaskedBinConfig.model_type: (MaskedBinModel, MaskedBinForPretraining),
     }
@@ -148,4 +183,7 @@ def load_model(path_or_repo_id, *, map_location="cpu", **hub_kwargs):
                          f"{sorted(kinds)} or a geniml 'atacformer' folder")
     by_name = {c.__name__: c for c in kinds[mt]}
     cls = by_name.get(arch, kinds[mt][-1])
-    return cls.from_pretrained(d, map_location=map_location)
+    model = cls.from_pretrained(d, map_location=map_location)
+    if merge_adapters and getattr(model.config, "lora", None):
+        model.merge_adapters()
+    return model

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from atacformer.models import (
-    AtacformerConfig, AtacformerForProfileReconstruction, AtacformerForReplacedTokenDetection,
-    MaskedBinForPretraining,
+    AtacformerConfig, AtacformerForFinetuning, AtacformerForProfileReconstruction,
+    AtacformerForReplacedTokenDetection, MaskedBinForPretraining,
 )
-from atacformer.train.config import TrainConfig
+from atacformer.train.config import FINETUNE_OBJECTIVES, TrainConfig
 from atacformer.vocab import Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -37,9 +37,13 @@ class ModelInputs:
     dna
         (n_bins, d_dna) float32 DNA embedding table, or None.
     labels
-        ``{"cell_type": codes, "organ": codes}`` over all corpus cells (-100 = unknown).
-    n_classes
-        Number of classes of each label.
+        Integer codes over all corpus cells (-100 = unknown), by the name the batcher passes
+        them under: ``cell_type`` / ``organ`` (masked-bin heads), ``labels`` /
+        ``batch_labels`` (fine-tuning).
+    n_classes, names
+        Number of classes of each label, and their names (in code order).
+    base_state
+        The ``init_from`` model's weights (read once per run), else None.
     sample
         Cells x regions CSR of the training cells (all of them, or a seeded sample of
         :data:`STATS_CELLS`) when a switch needs data statistics (token frequencies, IDF,
@@ -52,7 +56,9 @@ class ModelInputs:
     dna: np.ndarray | None = None
     labels: dict[str, np.ndarray] = field(default_factory=dict)
     n_classes: dict[str, int] = field(default_factory=dict)
+    names: dict[str, list[str]] = field(default_factory=dict)
     sample: object = None
+    base_state: dict | None = None
 
     def open_fraction(self) -> np.ndarray:
         """(n_regions,) fraction of the sampled cells in which each region is open."""
@@ -65,8 +71,9 @@ STATS_CELLS = 100_000
 
 
 def _needs_statistics(cfg: TrainConfig) -> bool:
-    return cfg.model == "atacformer" and (cfg.objective == "profile" or cfg.replacement == "frequency"
-                                          or bool(cfg.lsi_init) or cfg.pooling == "idf")
+    return cfg.model == "atacformer" and (cfg.objective in ("profile", "batch-adversarial")
+                                          or cfg.replacement == "frequency" or bool(cfg.lsi_init)
+                                          or cfg.pooling == "idf")
 
 
 def statistics_sample(corpus, seed: int) -> "sp.csr_matrix":
@@ -101,6 +108,17 @@ def model_inputs(cfg: TrainConfig, corpus) -> ModelInputs:
     mi = ModelInputs(vocab=corpus.vocab)
     if _needs_statistics(cfg):
         mi.sample = statistics_sample(corpus, cfg.seed)
+    if cfg.init_from:
+        from atacformer.models import load_model
+
+        mi.base_state = load_model(cfg.init_from).state_dict()
+    if cfg.objective in FINETUNE_OBJECTIVES:
+        wanted = [("batch_labels", cfg.batch_key)] if cfg.objective == "batch-adversarial" else \
+            [("labels", cfg.label_key)]
+        for name, key in wanted:
+            mi.labels[name], mi.names[name] = finetune_labels(corpus, key)
+            mi.n_classes[name] = len(mi.names[name])
+            logger.info("fine-tuning on obs[%r]: %d classes", key, len(mi.names[name]))
     if cfg.model != "masked-bin":
         return mi
     if cfg.group_by == "class":
@@ -124,6 +142,65 @@ def model_inputs(cfg: TrainConfig, corpus) -> ModelInputs:
     return mi
 
 
+def finetune_labels(corpus, key: str) -> tuple[np.ndarray, list[str]]:
+    """Codes and names of ``obs[key]`` over the corpus cells, with clear errors for a missing
+    column, no known value, or a single class."""
+    found = corpus.obs_codes(key)
+    if found is None:
+        cols = sorted({c for part in corpus.corpora for c in part.obs.columns})
+        raise KeyError(f"no training cell has obs[{key!r}] (columns: {cols}); pass the labels column with "
+                       "--labels-key / --batch-key")
+    codes, names = found
+    missing = int((codes < 0).sum())
+    if missing:
+        logger.warning("obs[%r] is missing for %d of %d cells; they are left out of this loss", key, missing,
+                       len(codes))
+    if len(names) < 2:
+        raise ValueError(f"obs[{key!r}] has {len(names)} class(es) ({names}); fine-tuning needs at least 2")
+    return codes, names
+
+
+def _transfer_base_weights(model, base_state: dict) -> None:
+    """Copy the base model's weights into ``model`` where name and shape match (a LoRA
+    layer's ``base_layer`` takes the plain layer's weights); what is new stays initialised."""
+    own = model.state_dict()
+    taken, new = {}, []
+    for k, v in own.items():
+        src = k.replace(".base_layer", "")
+        if src in base_state and base_state[src].shape == v.shape:
+            taken[k] = base_state[src]
+        elif "lora_" not in k:
+            new.append(k)
+    model.load_state_dict(taken, strict=False)
+    dropped = sorted(set(base_state) - {k.replace(".base_layer", "") for k in taken})
+    if new:
+        logger.info("newly initialised (not in the base model): %s", new)
+    if dropped:
+        logger.info("base model weights not used: %s", dropped)
+    if not any(k.startswith("atacformer.") for k in taken):
+        raise ValueError("no backbone weight of the base model fits this model")
+
+
+def _freeze(model, cfg: TrainConfig) -> None:
+    """LoRA: only adapters and heads train; ``freeze_layers=N``: only the last N encoder
+    layers, the final norms and the heads."""
+    backbone = model.atacformer
+    if cfg.lora_rank:
+        for name, p in backbone.named_parameters():
+            p.requires_grad = "lora_" in name
+    elif cfg.freeze_layers is not None:
+        layers = backbone.encoder.layers
+        n = min(cfg.freeze_layers, len(layers))
+        frozen = [backbone.embeddings, *layers[: len(layers) - n]]
+        for module in frozen:
+            for p in module.parameters():
+                p.requires_grad = False
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in model.parameters())
+    if n_train < n_all:
+        logger.info("training %d of %d parameters (%.2f%%)", n_train, n_all, 100 * n_train / max(n_all, 1))
+
+
 def build_model(cfg: TrainConfig, mi: ModelInputs, seed: int | None = None):
     """A freshly initialised pretraining model (on CPU, in fp32).
 
@@ -140,11 +217,27 @@ def build_model(cfg: TrainConfig, mi: ModelInputs, seed: int | None = None):
         torch.manual_seed(seed)
     kw = cfg.model_kwargs()
     if cfg.model == "atacformer":
-        cls = AtacformerForProfileReconstruction if cfg.objective == "profile" else \
-            AtacformerForReplacedTokenDetection
-        model = cls(AtacformerConfig.for_vocab(mi.vocab, **kw), vocab=mi.vocab)
+        cls = {"profile": AtacformerForProfileReconstruction, "rtd": AtacformerForReplacedTokenDetection}.get(
+            cfg.objective, AtacformerForFinetuning)
+        if "labels" in mi.names:
+            kw["label_names"] = list(mi.names["labels"])
+        if "batch_labels" in mi.names:
+            kw["batch_names"] = list(mi.names["batch_labels"])
+        if cfg.init_from:
+            base = cfg.base_config()
+            if base.vocab_size != len(mi.vocab):
+                raise ValueError(f"{cfg.init_from}: the base model has {base.vocab_size:,} tokens but the "
+                                 f"training vocabulary {len(mi.vocab):,}")
+            config = base.replace(**kw)
+        else:
+            config = AtacformerConfig.for_vocab(mi.vocab, **kw)
+        model = cls(config, vocab=mi.vocab)
         if mi.sample is not None:
             initialise_from_data(model, cfg, mi)
+        if mi.base_state is not None:
+            _transfer_base_weights(model, mi.base_state)
+        if isinstance(model, AtacformerForFinetuning) or cfg.init_from:
+            _freeze(model, cfg)
         return model
     kw.setdefault("num_cell_types", mi.n_classes.get("cell_type", 0))
     kw.setdefault("num_organs", mi.n_classes.get("organ", 0))
@@ -162,7 +255,7 @@ def initialise_from_data(model, cfg: TrainConfig, mi: ModelInputs) -> None:
     frac = mi.open_fraction()
     if hasattr(backbone, "token_idf"):
         backbone.token_idf.copy_(torch.from_numpy(idf_weights(mi.sample, model.config.vocab_size)))
-    if isinstance(model, AtacformerForProfileReconstruction) and model.config.decoder_bias_init:
+    if getattr(model, "decoder_bias", None) is not None and model.config.decoder_bias_init:
         model.init_decoder_bias(frac, np.diff(mi.sample.indptr))
     if cfg.lsi_init:
         init_embeddings_from_lsi(model, mi.sample, seed=cfg.seed, n_components=cfg.lsi_components,

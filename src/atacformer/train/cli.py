@@ -1,4 +1,4 @@
-"""``atacformer pretrain`` and ``atacformer experiment``: the command-line face of
+"""``atacformer pretrain``, ``atacformer finetune`` and ``atacformer experiment``: the command-line face of
 :mod:`atacformer.train`.
 
 ``python -m atacformer pretrain ...`` is the same command, for ``torchrun``::
@@ -67,6 +67,9 @@ def _add_pretrain(sub) -> None:
                    help="masked-bin: fraction of open bins removed; atacformer: replacement probability")
     g.add_argument("--set", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="any model config field, e.g. --set dropout=0 --set decoder=cross_attention")
+    g.add_argument("--init-from", metavar="MODEL_DIR",
+                   help="continued pretraining: start from this model folder (its architecture, vocabulary, "
+                   "weights and embedding settings; the data is tokenized into its vocabulary)")
     g.add_argument("--objective", choices=["profile", "rtd"],
                    help="atacformer: whole-profile reconstruction or replaced-token detection")
     g.add_argument("--replacement", choices=["uniform", "frequency"], help="rtd: replacement tokens")
@@ -130,7 +133,7 @@ def config_from_args(args):
 
     return TrainConfig(
         model=args.model, data=args.data, out=args.out, preset=args.preset, recipe=args.recipe,
-        objective=args.objective, replacement=args.replacement, contrastive=args.contrastive,
+        objective=args.objective, init_from=args.init_from, replacement=args.replacement, contrastive=args.contrastive,
         temperature=args.temperature, lsi_init=args.lsi_init, lsi_components=args.lsi_components,
         lsi_offset=args.lsi_offset, embedding_lr_scale=args.embedding_lr_scale, pooling=args.pooling,
         remove_depth=args.remove_depth, l2_normalize=args.l2_normalize, epochs=args.epochs,
@@ -150,13 +153,76 @@ def config_from_args(args):
 
 
 def cmd_pretrain(args) -> int:
+    return _train(config_from_args(args), args.out)
+
+
+def _add_finetune(sub) -> None:
+    p = sub.add_parser(
+        "finetune", help="fine-tune a pretrained model on labelled cells (triplet, classify, batch-adversarial)",
+        description="Fine-tune BASE_MODEL (a model folder of ours or geniml's) on labelled cells with the same "
+        "training loop as pretrain (checkpoints, --resume, torchrun DDP/FSDP, bf16). The data is tokenized into "
+        "the base model's vocabulary. OUT receives the run and OUT/model, the fine-tuned model folder that "
+        "`atacformer embed` and `atacformer annotate` load (given OUT or OUT/model).")
+    a = p.add_argument
+    from atacformer.train.config import FINETUNE_OBJECTIVES
+
+    a("base", metavar="BASE_MODEL", help="pretrained model folder (ours, or a geniml Atacformer folder)")
+    a("--data", nargs="+", required=True, metavar="INPUT", help="labelled cells: .h5ad peak matrix, corpus "
+      "folder (several allowed)")
+    a("-o", "--out", required=True, metavar="DIR", help="output folder (new or empty; --resume / --overwrite)")
+    a("--objective", choices=list(FINETUNE_OBJECTIVES), required=True,
+      help="triplet: metric learning on pooled cells; classify: a label head (for `annotate` without a "
+      "reference); batch-adversarial: profile reconstruction + a batch classifier behind gradient reversal")
+    a("--labels-key", default="cell_type", help="obs column of the labels (triplet, classify; default cell_type)")
+    a("--batch-key", help="obs column of the batches (batch-adversarial)")
+    a("--triplet-margin", type=float, default=1.0, help="TripletMarginLoss margin (default 1.0)")
+    a("--triplet-mining", choices=["batch-hard", "semi-hard", "random"], default="batch-hard")
+    a("--adversarial-weight", type=float, default=1.0, help="weight of the batch classifier's loss")
+    a("--reversal-strength", type=float, default=1.0, help="gradient reversal factor")
+    a("--lora-rank", type=int, default=0, help="LoRA adapters of this rank (peft); the backbone is frozen")
+    a("--lora-alpha", type=float, help="LoRA alpha (default 2 x rank)")
+    a("--lora-targets", nargs="+", metavar="MODULE", help="LoRA target modules (default: attention and "
+      "feed-forward projections, or the token table of an encoder without layers)")
+    a("--freeze-layers", type=int, metavar="N", help="train only the last N encoder layers (and the heads)")
+    a("--mask-ratio", type=float, help="fraction of each cell's tokens hidden (batch-adversarial; default: the "
+      "base model's)")
+    a("--max-steps", type=int, help="optimizer steps (default: --epochs passes, capped by --time-budget)")
+    a("--epochs", type=float, help="passes over the cells (default 10)")
+    a("--time-budget", type=float, metavar="MINUTES", help="stop the plan at what fits (default 12)")
+    a("--batch-size", type=int, help="cells per optimizer step (default 128)")
+    a("--lr", type=float, help="peak learning rate (default 5e-4)")
+    a("--seed", type=int, default=0)
+    a("--resume", action="store_true", help="continue from the last checkpoint in OUT")
+    a("--overwrite", action="store_true", help="replace an earlier run in OUT")
+    a("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    a("--parallel", choices=["ddp", "fsdp"], default="ddp", help="under torchrun")
+    a("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_finetune)
+
+
+def cmd_finetune(args) -> int:
+    from atacformer.train.config import TrainConfig
+
+    cfg = TrainConfig(
+        data=args.data, out=args.out, init_from=args.base, objective=args.objective, label_key=args.labels_key,
+        batch_key=args.batch_key, triplet_margin=args.triplet_margin, triplet_mining=args.triplet_mining,
+        adversarial_weight=args.adversarial_weight, reversal_strength=args.reversal_strength,
+        lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, lora_targets=args.lora_targets,
+        freeze_layers=args.freeze_layers, mask_ratio=args.mask_ratio, max_steps=args.max_steps, epochs=args.epochs,
+        time_budget=args.time_budget, batch_size=args.batch_size, lr=args.lr, seed=args.seed, resume=args.resume,
+        overwrite=args.overwrite, device=args.device, parallel=args.parallel, progress=not args.no_progress,
+        tensorboard=False)
+    return _train(cfg, args.out)
+
+
+def _train(cfg, out) -> int:
     from atacformer.train.trainer import pretrain
 
     try:
-        summary = pretrain(config_from_args(args))
+        summary = pretrain(cfg)
     except KeyboardInterrupt:
         print(f"atacformer: interrupted; continue with the same command and --resume (the last checkpoint "
-              f"in {args.out}/checkpoints is kept)", file=sys.stderr)
+              f"in {out}/checkpoints is kept)", file=sys.stderr)
         return 130
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary, indent=2))
@@ -190,6 +256,7 @@ def cmd_experiment(args) -> int:
 
 
 def add_train_commands(sub) -> None:
-    """Register ``pretrain`` and ``experiment`` on the ``atacformer`` subcommand parser."""
+    """Register ``pretrain``, ``finetune`` and ``experiment`` on the ``atacformer`` subcommand parser."""
     _add_pretrain(sub)
+    _add_finetune(sub)
     _add_experiment(sub)

@@ -140,6 +140,33 @@ class ProfileBatcher:
                 "target_ids": target_ids}, n
 
 
+class FinetuneBatcher:
+    """Micro-batches for :class:`~atacformer.models.AtacformerForFinetuning`: the cells'
+    tokens (at most ``max_length``; with ``batch-adversarial`` a fraction ``hide_prob``
+    hidden and the whole profile as the reconstruction target, as :class:`ProfileBatcher`),
+    the label codes (``labels``, ``batch_labels``) and uniform draws for random triplet picks.
+    """
+
+    def __init__(self, config: AtacformerConfig, context: str = "random", order: str = "genomic"):
+        adversarial = config.finetune_objective == "batch-adversarial"
+        self.targets = adversarial
+        self.tokens = ProfileBatcher(config if adversarial else config.replace(hide_prob=0.0), context, order)
+
+    def effective_lengths(self, n_tokens: np.ndarray) -> np.ndarray:
+        return self.tokens.effective_lengths(n_tokens)
+
+    def __call__(self, X, rng: np.random.Generator, labels: dict | None = None
+                 ) -> tuple[dict[str, torch.Tensor], int]:
+        """``(batch, weight)``; ``weight`` = cells."""
+        batch, n = self.tokens(X, rng)
+        if not self.targets:
+            del batch["target_ids"]
+        for name, codes in (labels or {}).items():
+            batch[name] = torch.as_tensor(np.asarray(codes, dtype=np.int64))
+        batch["draws"] = torch.from_numpy(rng.random((n, 2)).astype(np.float32))
+        return batch, n
+
+
 def _pad_rows(values: np.ndarray, lengths: np.ndarray, pad: int) -> torch.Tensor:
     """Consecutive runs of ``values`` (``lengths`` each) as rows of a padded (B, L) tensor."""
     width = max(int(lengths.max()) if len(lengths) else 0, 1)
@@ -230,10 +257,12 @@ class MaskedBinBatcher:
 def make_batcher(model, context: str, order: str, token_probs=None):
     """The batcher for a pretraining model (``token_probs``: replacement distribution of
     replaced-token detection, default uniform)."""
-    from atacformer.models import AtacformerForProfileReconstruction
+    from atacformer.models import AtacformerForFinetuning, AtacformerForProfileReconstruction
 
     if isinstance(model.config, MaskedBinConfig):
         return MaskedBinBatcher(model.config, model.bin_groups.cpu().numpy(), context, order)
+    if isinstance(model, AtacformerForFinetuning):
+        return FinetuneBatcher(model.config, context, order)
     if isinstance(model, AtacformerForProfileReconstruction):
         return ProfileBatcher(model.config, context, order)
     return ReplacedTokenBatcher(model.config, context, order, token_probs)

@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 MODELS = ("atacformer", "masked-bin")
-OBJECTIVES = ("rtd", "profile")
+#: Pretraining objectives, then fine-tuning objectives (these start from ``init_from``).
+PRETRAINING_OBJECTIVES = ("rtd", "profile")
+FINETUNE_OBJECTIVES = ("triplet", "classify", "batch-adversarial")
+OBJECTIVES = PRETRAINING_OBJECTIVES + FINETUNE_OBJECTIVES
 PRESETS = ("cpu", "debug", "small", "base")
 
 #: Model architecture per preset (fields of AtacformerConfig / MaskedBinConfig). ``base`` is
@@ -92,6 +95,10 @@ RECIPE_DEFAULTS: dict[str, Any] = dict(objective="rtd", replacement="uniform", c
                                        pooling=None, remove_depth=None, l2_normalize=None)
 DEFAULT_RECIPE = "profile"
 
+#: Optimisation defaults of a fine-tuning run (over the preset's): fewer passes, a lower
+#: learning rate, and no minimum step count.
+FINETUNE_TRAIN: dict[str, Any] = dict(lr=5e-4, epochs=10.0, min_steps=0, warmup_steps=20)
+
 #: Fields that may differ between the pieces of one resumed run (they do not change the
 #: numbers a step computes).
 RESUMABLE_FIELDS = frozenset({"max_steps", "epochs", "min_steps", "time_budget", "save_every", "keep_checkpoints",
@@ -105,6 +112,7 @@ _CHOICES = {
 }
 _OPTIONAL_CHOICES = {"objective": OBJECTIVES, "replacement": ("uniform", "frequency"),
                      "recipe": tuple(RECIPES), "pooling": ("mean", "idf", "cls")}
+_TRIPLET_MINING = ("batch-hard", "semi-hard", "random")
 
 
 @dataclass
@@ -122,7 +130,31 @@ class TrainConfig:
     objective
         Atacformer: ``"profile"`` (reconstruct the cell's whole profile from its pooled
         vector, :class:`~atacformer.models.AtacformerForProfileReconstruction`) or ``"rtd"``
-        (replaced-token detection, geniml's objective).
+        (replaced-token detection, geniml's objective); fine-tuning
+        (:class:`~atacformer.models.AtacformerForFinetuning`): ``"triplet"``,
+        ``"classify"`` or ``"batch-adversarial"``.
+    init_from
+        Start from this model folder (ours, or a geniml Atacformer folder): its architecture,
+        vocabulary (the data is tokenized into it), weights and embedding settings. With a
+        pretraining objective this is continued pretraining; with a fine-tuning objective,
+        fine-tuning. Heads the folder lacks are newly initialised.
+    label_key, batch_key
+        ``obs`` columns of the fine-tuning labels (``triplet``, ``classify``) and of the
+        batches (``batch-adversarial``). Cells whose value is missing are left out of that
+        loss.
+    triplet_margin, triplet_mining
+        ``triplet``: the margin of ``TripletMarginLoss(p=2)`` and the mining
+        (``batch-hard``, ``semi-hard``, ``random``).
+    adversarial_weight, reversal_strength
+        ``batch-adversarial``: weight of the batch classifier's loss and the gradient
+        reversal factor.
+    lora_rank, lora_alpha, lora_dropout, lora_targets
+        LoRA adapters (``peft``) on the backbone, rank > 0 to enable (alpha default 2 x
+        rank; targets default: the attention and feed-forward projections, or the token
+        table of an encoder without layers); the backbone's own weights are frozen.
+    freeze_layers
+        Train only the last N encoder layers (the token table and earlier layers are
+        frozen; 0: only the heads and the cell LayerNorm train).
     replacement
         ``rtd``: replacement tokens drawn ``"uniform"`` ly or by corpus ``"frequency"``.
     contrastive, temperature
@@ -153,7 +185,7 @@ class TrainConfig:
         and/or a genes BED (:func:`atacformer.vocab.annotate.annotate_regions`).
     dna_embeddings
         ``.npy`` table (n_bins x d_dna) of per-bin DNA embeddings (masked-bin).
-    supervised, label_key, organ_key
+    supervised, organ_key
         Masked-bin supervised heads on ``<cls>``, trained on ``obs[label_key]`` (cell type)
         and ``obs[organ_key]`` when present.
     context, order
@@ -198,6 +230,17 @@ class TrainConfig:
     preset: str = "cpu"
     recipe: str | None = None
     objective: str | None = None
+    init_from: str | None = None
+    batch_key: str | None = None
+    triplet_margin: float = 1.0
+    triplet_mining: str = "batch-hard"
+    adversarial_weight: float = 1.0
+    reversal_strength: float = 1.0
+    lora_rank: int = 0
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.0
+    lora_targets: list[str] | None = None
+    freeze_layers: int | None = None
     replacement: str | None = None
     contrastive: float | None = None
     temperature: float = 0.1
@@ -288,6 +331,24 @@ class TrainConfig:
                                            or self.contrastive or self.lsi_init):
             raise ValueError("objective, replacement, contrastive and lsi_init are switches of the Atacformer "
                              "model (--model atacformer)")
+        if self.triplet_mining not in _TRIPLET_MINING:
+            raise ValueError(f"triplet_mining must be one of {_TRIPLET_MINING}, got {self.triplet_mining!r}")
+        if self.lora_rank < 0 or (self.freeze_layers is not None and self.freeze_layers < 0):
+            raise ValueError(f"lora_rank and freeze_layers must be >= 0, got {self.lora_rank}, {self.freeze_layers}")
+        if self.lora_rank and self.freeze_layers is not None:
+            raise ValueError("choose LoRA (lora_rank) or freezing layers (freeze_layers), not both")
+        if self.objective in FINETUNE_OBJECTIVES:
+            if self.model != "atacformer":
+                raise ValueError(f"objective {self.objective!r} fine-tunes an Atacformer model (--model atacformer)")
+            if self.objective == "batch-adversarial" and not self.batch_key:
+                raise ValueError("objective 'batch-adversarial' needs batch_key (--batch-key): the obs column "
+                                 "of the batches")
+            if self.recipe or self.lsi_init or self.contrastive or self.replacement:
+                raise ValueError(f"recipe, lsi_init, contrastive and replacement are pretraining switches; "
+                                 f"objective {self.objective!r} fine-tunes")
+        if (self.lora_rank or self.freeze_layers is not None) and not self.init_from:
+            raise ValueError("lora_rank and freeze_layers fine-tune a pretrained model: set init_from (the base "
+                             "model folder)")
         if self.model == "atacformer" and (self.group_by != "chromosome" or self.dna_embeddings
                                            or self.supervised):
             raise ValueError("group_by, dna_embeddings and supervised are switches of the masked-bin "
@@ -301,17 +362,40 @@ class TrainConfig:
         (``epochs`` / ``time_budget``); the trainer then fills it in.
         """
         changes: dict[str, Any] = {}
+        finetune = self.objective in FINETUNE_OBJECTIVES
         if self.model == "atacformer":
-            recipe = self.recipe or (None if self.objective == "rtd" else DEFAULT_RECIPE)
+            recipe = None if finetune else self.recipe or (None if self.objective == "rtd" else DEFAULT_RECIPE)
             fill = {**RECIPE_DEFAULTS, **(RECIPES[recipe] if recipe else {})}
+            if finetune:  # no pretraining switch applies
+                fill = {k: RECIPE_DEFAULTS[k] for k in ("lsi_init", "lsi_components", "lsi_offset", "contrastive",
+                                                        "embedding_lr_scale")}
+            if self.init_from:  # the base model's architecture and embedding settings stay
+                fill.update(lsi_init=False, pooling=None, remove_depth=None, l2_normalize=None)
             changes.update({k: v for k, v in fill.items() if getattr(self, k) is None})
             changes["recipe"] = recipe
-        preset = TRAIN_PRESETS[self.preset]
-        changes.update({k: v for k, v in preset.items() if getattr(self, k) is None and k not in changes})
+        train = {**TRAIN_PRESETS[self.preset], **(FINETUNE_TRAIN if finetune else {})}
+        changes.update({k: v for k, v in train.items() if getattr(self, k) is None and k not in changes})
         out = dataclasses.replace(self, **changes)
+        if out.lora_rank and out.lora_alpha is None:
+            out.lora_alpha = 2.0 * out.lora_rank
         if out.max_length is None:
-            out.max_length = int(out._preset_model()["max_length"])
+            out.max_length = int(out.base_config().max_length if out.init_from else out._preset_model()["max_length"])
         return out
+
+    def base_config(self):
+        """The :class:`~atacformer.models.AtacformerConfig` of ``init_from`` (read from its
+        ``config.json``; geniml folders translated)."""
+        from atacformer.models import AtacformerConfig
+        from atacformer.models._pretrained import read_config_json, resolve_model_dir
+        from atacformer.models.atacformer.modeling_atacformer import is_geniml_config
+
+        meta = read_config_json(resolve_model_dir(self.init_from))
+        if is_geniml_config(meta):
+            return AtacformerConfig.from_geniml(meta)
+        if meta.get("model_type") != AtacformerConfig.model_type:
+            raise ValueError(f"{self.init_from}: a {meta.get('model_type')!r} model; init_from takes an "
+                             "Atacformer model folder (ours or geniml's)")
+        return AtacformerConfig.from_dict(meta)
 
     def _preset_model(self) -> dict[str, Any]:
         kw = dict(MODEL_PRESETS[self.model][self.preset])
@@ -320,16 +404,27 @@ class TrainConfig:
         return kw
 
     def model_kwargs(self) -> dict[str, Any]:
-        """Model config fields: the preset's architecture, then ``max_length``, the mask ratio
-        and ``model_overrides``."""
-        kw = self._preset_model()
+        """Model config fields: the preset's architecture (none with ``init_from``: the base
+        model's), then ``max_length``, the mask ratio, the fine-tuning switches and
+        ``model_overrides``."""
+        kw = {} if self.init_from else self._preset_model()
+        if self.objective in FINETUNE_OBJECTIVES:
+            kw.update(finetune_objective=self.objective, triplet_margin=float(self.triplet_margin),
+                      triplet_mining=self.triplet_mining, adversarial_weight=float(self.adversarial_weight),
+                      reversal_strength=float(self.reversal_strength))
+        if self.lora_rank:
+            from atacformer.models.atacformer.finetuning import default_lora_targets
+
+            targets = self.lora_targets or default_lora_targets(self.base_config())
+            kw["lora"] = dict(rank=int(self.lora_rank), alpha=float(self.lora_alpha or 2 * self.lora_rank),
+                              dropout=float(self.lora_dropout), targets=list(targets))
         if self.max_length is not None:
             kw["max_length"] = int(self.max_length)
         if self.mask_ratio is not None:
             if self.model == "masked-bin":
                 kw["mask_ratio"] = float(self.mask_ratio)
             else:
-                kw["hide_prob" if self.objective == "profile" else "replace_prob"] = float(self.mask_ratio)
+                kw["replace_prob" if self.objective == "rtd" else "hide_prob"] = float(self.mask_ratio)
         for name in ("pooling", "remove_depth", "l2_normalize"):
             if getattr(self, name) is not None:
                 kw[name] = getattr(self, name)

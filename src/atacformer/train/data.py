@@ -205,17 +205,18 @@ def build_corpus(inputs: list, vocab: Vocabulary, path, genome: str | None = Non
 
 
 def prepare_corpora(inputs: list[str], out, bins=None, universe=None, genome=None,
-                    build: bool = True, cells=None) -> CorpusSet:
+                    build: bool = True, cells=None, vocab: Vocabulary | None = None) -> CorpusSet:
     """The :class:`CorpusSet` a run trains on: corpus inputs in place plus ``OUT/corpus``
     for the other inputs and the in-memory ``cells`` (AnnData / TokenizedCells, one or a
-    list); built when ``build``, other ranks pass False and open it."""
+    list); built when ``build``, other ranks pass False and open it. ``vocab`` (a base
+    model's vocabulary) overrides the usual choice."""
     cells = [] if cells is None else (list(cells) if isinstance(cells, (list, tuple)) else [cells])
     if not inputs and not cells:
         raise ValueError("no training data: pass --data INPUT (a corpus folder, fragments file or .h5ad)")
     for p in inputs:
         if not os.path.exists(p):
             raise FileNotFoundError(f"{p}: no such training input")
-    vocab = resolve_vocab(inputs, bins, universe, genome, cells)
+    vocab = vocab or resolve_vocab(inputs, bins, universe, genome, cells)
     corpora = [Corpus.open(p) for p in inputs if _kind(p) == "corpus"]
     for c in corpora:
         vocab.check_same(c.vocab, what=f"corpus {c.path}")

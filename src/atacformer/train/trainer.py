@@ -88,6 +88,17 @@ def pretrain(cfg: TrainConfig, data=None) -> dict:
         shutdown(info)
 
 
+def base_vocabulary(init_from):
+    """The vocabulary of the ``init_from`` model folder (training data is tokenized into it)."""
+    from atacformer.models._pretrained import load_folder_vocab, resolve_model_dir
+
+    vocab = load_folder_vocab(resolve_model_dir(init_from))
+    if vocab is None:
+        raise ValueError(f"{init_from}: the model folder has no vocabulary (universe.bed.gz) to tokenize the "
+                         "training cells into")
+    return vocab
+
+
 def check_output_folder(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to write a run into a folder that holds anything else, or an earlier run
     (unless ``resume``, or ``overwrite`` which removes the earlier run's files first)."""
@@ -145,13 +156,14 @@ class _Run:
             raise ValueError(f"{self.out} holds checkpoints of an earlier run: pass --resume to continue "
                              "it, or choose a new --out")
         barrier(info)
+        vocab = base_vocabulary(cfg.init_from) if cfg.init_from else None
         if info.is_main:
             self.corpus = prepare_corpora(cfg.data, self.out, cfg.bins, cfg.universe, cfg.genome, build=True,
-                                          cells=data)
+                                          cells=data, vocab=vocab)
         barrier(info)
         if not info.is_main:
             self.corpus = prepare_corpora(cfg.data, self.out, cfg.bins, cfg.universe, cfg.genome, build=False,
-                                          cells=data)
+                                          cells=data, vocab=vocab)
         self.mi = model_inputs(cfg, self.corpus)
         model = build_model(cfg, self.mi, seed=cfg.seed)
         if info.is_main:

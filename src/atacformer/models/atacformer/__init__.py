@@ -1,6 +1,12 @@
 """Atacformer: replaced-token detection over region tokens (LeRoy 2025, ch. 5)."""
 
 from atacformer.models.atacformer.configuration_atacformer import AtacformerConfig
+from atacformer.models.atacformer.finetuning import (
+    AtacformerForFinetuning,
+    GradientReversal,
+    mine_triplets,
+    reverse_gradient,
+)
 from atacformer.models.atacformer.modeling_atacformer import (
     AtacformerForProfileReconstruction,
     AtacformerForReplacedTokenDetection,
@@ -14,6 +20,10 @@ from atacformer.models.atacformer.modeling_atacformer import (
 
 __all__ = [
     "AtacformerConfig",
+    "AtacformerForFinetuning",
+    "GradientReversal",
+    "mine_triplets",
+    "reverse_gradient",
     "AtacformerForProfileReconstruction",
     "AtacformerForReplacedTokenDetection",
     "AtacformerModel",

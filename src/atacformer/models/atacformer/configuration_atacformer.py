@@ -11,6 +11,10 @@ from atacformer.models._pretrained import ModelConfig
 _BASE_HG38_REGIONS = 890_704
 _N_DEFAULT_SPECIALS = 7
 
+#: Fine-tuning objectives of :class:`AtacformerForFinetuning`.
+FINETUNE_OBJECTIVES = ("triplet", "classify", "batch-adversarial")
+TRIPLET_MINING = ("batch-hard", "semi-hard", "random")
+
 
 @dataclass
 class AtacformerConfig(ModelConfig):
@@ -76,6 +80,25 @@ class AtacformerConfig(ModelConfig):
         Post-processing of a set of cell embeddings: replace them by their principal
         components minus the one that follows sequencing depth; scale each cell to unit
         length. Saved with the model so that every entry point embeds alike.
+    finetune_objective
+        Fine-tuning (:class:`AtacformerForFinetuning`): ``"triplet"`` (metric learning on
+        pooled cells), ``"classify"`` (a label head on the pooled cell) or
+        ``"batch-adversarial"`` (profile reconstruction plus a batch classifier behind
+        gradient reversal); None for the pretraining models.
+    label_names, batch_names
+        Class names of the fine-tuning labels (the head's outputs, in order) and of the
+        batches of ``"batch-adversarial"``.
+    triplet_margin, triplet_mining
+        ``TripletMarginLoss(margin, p=2)`` and how each anchor's positive and negative are
+        picked in a batch: ``"batch-hard"`` (farthest positive, nearest negative),
+        ``"semi-hard"`` (a random positive; the nearest negative farther than it, else the
+        nearest) or ``"random"``.
+    adversarial_weight, reversal_strength
+        Weight of the batch classifier's loss, and the factor by which gradient reversal
+        multiplies (and negates) its gradient into the encoder.
+    lora
+        LoRA adapters on the backbone (``{"rank", "alpha", "dropout", "targets"}``, through
+        ``peft``) or None; the saved folder holds the unmerged adapters.
 
     Examples
     --------
@@ -116,8 +139,21 @@ class AtacformerConfig(ModelConfig):
     pooling: str = "mean"
     remove_depth: bool = False
     l2_normalize: bool = False
+    finetune_objective: str | None = None
+    label_names: list | None = None
+    batch_names: list | None = None
+    triplet_margin: float = 1.0
+    triplet_mining: str = "batch-hard"
+    adversarial_weight: float = 1.0
+    reversal_strength: float = 1.0
+    lora: dict | None = None
 
     def __post_init__(self):
+        if self.finetune_objective not in (None,) + FINETUNE_OBJECTIVES:
+            raise ValueError(f"finetune_objective must be one of {FINETUNE_OBJECTIVES}, got "
+                             f"{self.finetune_objective!r}")
+        if self.triplet_mining not in TRIPLET_MINING:
+            raise ValueError(f"triplet_mining must be one of {TRIPLET_MINING}, got {self.triplet_mining!r}")
         if self.pooling not in ("mean", "idf"):
             raise ValueError(f"pooling must be 'mean' or 'idf', got {self.pooling!r}")
         if not 0.0 <= self.hide_prob < 1.0:

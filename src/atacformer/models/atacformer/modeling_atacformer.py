@@ -341,6 +341,23 @@ class ReplacedTokenCollator:
         return {"input_ids": corrupted, "attention_mask": attention_mask, "labels": labels}
 
 
+def profile_loss(logits: torch.Tensor, target_ids: torch.Tensor, depth_offset: bool,
+                 log_depth_center: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Binary cross-entropy of region scores ``logits`` (B, R) against each cell's open
+    regions ``target_ids`` (B, T; padded with ids outside ``[0, R)``), averaged over regions
+    and cells; with ``depth_offset`` each cell's centred log depth is first added to its
+    scores. Returns ``(logits, loss)`` (the logits with the offset)."""
+    r = logits.shape[1]
+    valid = (target_ids >= 0) & (target_ids < r)
+    if depth_offset:  # (B, 1): the cell's centred log depth
+        depth = valid.sum(1, keepdim=True).clamp_min(1).float()
+        logits = logits + (torch.log(depth) - log_depth_center).to(logits.dtype)
+    target = torch.zeros_like(logits, dtype=torch.float32)
+    rows = torch.arange(len(target_ids), device=target_ids.device)[:, None].expand_as(target_ids)
+    target[rows[valid], target_ids[valid]] = 1.0
+    return logits, F.binary_cross_entropy_with_logits(logits.float(), target)
+
+
 @dataclass
 class ProfileReconstructionOutput:
     """``loss`` (scalar or None), ``logits`` (B, n_regions), ``cell`` (B, D) pooled vectors."""
@@ -405,15 +422,7 @@ class AtacformerForProfileReconstruction(_AtacformerLoading, nn.Module):
         logits = F.linear(z, self._decoder_weight(), self.decoder_bias)  # (B, R)
         loss = None
         if target_ids is not None:
-            r = self.config.n_regions
-            valid = (target_ids >= 0) & (target_ids < r)
-            if self.config.depth_offset:  # (B, 1): the cell's centred log depth
-                depth = valid.sum(1, keepdim=True).clamp_min(1).float()
-                logits = logits + (torch.log(depth) - self.log_depth_center).to(logits.dtype)
-            target = torch.zeros_like(logits, dtype=torch.float32)
-            rows = torch.arange(len(target_ids), device=target_ids.device)[:, None].expand_as(target_ids)
-            target[rows[valid], target_ids[valid]] = 1.0
-            loss = F.binary_cross_entropy_with_logits(logits.float(), target)
+            logits, loss = profile_loss(logits, target_ids, self.config.depth_offset, self.log_depth_center)
         return ProfileReconstructionOutput(loss=loss, logits=logits, cell=z)
 
     def embed(self, input_ids, attention_mask=None, pooling=None) -> torch.Tensor:

@@ -229,3 +229,47 @@ def prepare_corpora(inputs: list[str], out, bins=None, universe=None, genome=Non
         raise ValueError("the training data holds no cells")
     logger.info("training corpus: %d cells over %d corpora, %r", len(cs), len(corpora), cs.vocab)
     return cs
+
+
+def input_obs(inputs: list[str], cells=None) -> list[tuple[str, pd.DataFrame | None]]:
+    """``(name, obs)`` of every training input without tokenizing it (None for inputs
+    that carry no cell metadata, such as fragments files)."""
+    cells = [] if cells is None else (list(cells) if isinstance(cells, (list, tuple)) else [cells])
+    out = []
+    for p in inputs:
+        kind = _kind(p)
+        if kind == "corpus":
+            out.append((p, Corpus.open(p).obs))
+        elif str(p).endswith(".h5ad"):
+            import anndata as ad
+            import h5py
+
+            with h5py.File(p, "r") as f:
+                out.append((p, ad.io.read_elem(f["obs"]) if hasattr(ad, "io") else ad.experimental.read_elem(f["obs"])))
+        else:
+            out.append((p, None))
+    for i, c in enumerate(cells):
+        out.append((f"in-memory cells #{i}", getattr(c, "obs", None)))
+    return out
+
+
+def check_label_column(inputs: list[str], cells, key: str) -> None:
+    """Raise before anything is written when no input has ``obs[key]``, when it has no
+    known value, or a single class."""
+    found, values = [], []
+    for name, obs in input_obs(inputs, cells):
+        if obs is not None and key in obs.columns:
+            found.append(name)
+            v = obs[key].astype(object)
+            values.append(v[v.notna() & (v.astype(str) != "nan")].astype(str))
+    if not found:
+        cols = sorted({c for _, obs in input_obs(inputs, cells) if obs is not None for c in obs.columns})
+        raise KeyError(f"obs[{key!r}] is not in the training data ({', '.join(map(str, inputs)) or 'in memory'}; "
+                       f"obs columns: {cols})")
+    known = pd.concat(values) if values else pd.Series([], dtype=str)
+    if known.empty:
+        raise ValueError(f"obs[{key!r}] has no known value in {', '.join(found)} (every value is missing)")
+    if known.nunique() < 2:
+        raise ValueError(f"obs[{key!r}] has one class only ({known.iloc[0]!r}) in {', '.join(found)}; "
+                         "fine-tuning needs at least 2")
+

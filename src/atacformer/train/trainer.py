@@ -38,8 +38,8 @@ from atacformer.train.batching import MicroBatches, make_loader, part_rng, plan_
 from atacformer.errors import AtacformerError, OutputError
 from atacformer.train.build import build_model, describe, model_inputs, save_json, token_probabilities
 from atacformer.train.collate import make_batcher, torch_generator
-from atacformer.train.config import RESUMABLE_FIELDS, TrainConfig
-from atacformer.train.data import prepare_corpora
+from atacformer.train.config import FINETUNE_OBJECTIVES, RESUMABLE_FIELDS, TrainConfig
+from atacformer.train.data import check_label_column, prepare_corpora
 from atacformer.train.optim import build_optimizer, build_scheduler
 from atacformer.train.parallelize import (
     all_reduce_sum, barrier, clip_grad_norm, gather_objects, grad_sync, init_distributed, parallelize,
@@ -150,6 +150,11 @@ class _Run:
         self.out = Path(cfg.out)
         if info.is_main:
             check_output_folder(self.out, cfg.resume, cfg.overwrite)
+        if cfg.objective in FINETUNE_OBJECTIVES:  # bad labels are refused before anything is written
+            check_label_column(cfg.data, data, cfg.batch_key if cfg.objective == "batch-adversarial"
+                               else cfg.label_key)
+        if cfg.init_from:
+            cfg.base_config()  # a missing or foreign base model too
         self.out.mkdir(parents=True, exist_ok=True)
         self.cfg = cfg = settle_config(cfg, self.out)
         if not cfg.resume and ckpt.list_checkpoints(self.out):

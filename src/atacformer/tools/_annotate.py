@@ -119,8 +119,8 @@ def _from_reference(query, reference, labels, model, use_rep, k, batch_size, dev
         raise AtacformerError("query: no cell has a finite embedding (the model's weights are not finite, or "
                               "no cell has a token in its vocabulary)")
     # transfer_labels on throwaway containers: the user's obs gets only annotate's own columns
-    ref = AnnData(obs=pd.DataFrame({"label": pd.Categorical(labels[ok_r].to_numpy())}),
-                  obsm={"x": x_r[ok_r]})
+    ref = AnnData(obs=pd.DataFrame({"label": pd.Categorical(labels[ok_r].to_numpy())},
+                                   index=np.arange(int(ok_r.sum())).astype(str)), obsm={"x": x_r[ok_r]})
     q = AnnData(obs=pd.DataFrame(index=np.arange(int(ok_q.sum())).astype(str)), obsm={"x": x_q[ok_q]})
     transfer_labels(ref, q, "x", "label", k=k, key_added="label")
     pred = np.full(query.n_obs, None, dtype=object)

@@ -107,17 +107,20 @@ def _from_reference(query, reference, labels, model, use_rep, k, batch_size, dev
     """(labels, confidence) per query cell by kNN vote; NaN confidence where the query cell has
     no finite embedding."""
     x_q, x_r = _embeddings(query, reference, model, use_rep, batch_size, device)
-    ok_r = np.isfinite(x_r).all(1) & labels.notna().to_numpy()
-    if (~np.isfinite(x_r).all(1)).any():
+    why = "(NaN or infinite: the model's weights are not finite, or no cell has a token in its vocabulary)"
+    ok_q = np.isfinite(x_q).all(1)
+    if not ok_q.any():
+        raise AtacformerError(f"query: no cell has a finite embedding {why}")
+    bad_r = ~np.isfinite(x_r).all(1)
+    if bad_r.all():
+        raise AtacformerError(f"reference: no cell has a finite embedding {why}")
+    if bad_r.any():
         logger.warning("annotate: %d reference cells have no finite embedding (no token in the vocabulary) "
-                       "and are left out", int((~np.isfinite(x_r).all(1)).sum()))
+                       "and are left out", int(bad_r.sum()))
+    ok_r = ~bad_r & labels.notna().to_numpy()
     if len(set(labels[ok_r])) < 2:
         raise AtacformerError("reference: fewer than two cell types remain among the cells with a finite "
                               "embedding and a label")
-    ok_q = np.isfinite(x_q).all(1)
-    if not ok_q.any():
-        raise AtacformerError("query: no cell has a finite embedding (the model's weights are not finite, or "
-                              "no cell has a token in its vocabulary)")
     # transfer_labels on throwaway containers: the user's obs gets only annotate's own columns
     ref = AnnData(obs=pd.DataFrame({"label": pd.Categorical(labels[ok_r].to_numpy())},
                                    index=np.arange(int(ok_r.sum())).astype(str)), obsm={"x": x_r[ok_r]})
@@ -265,7 +268,11 @@ def annotate(
         A reference with fewer than two labelled classes, bad ``k`` / ``min_confidence``,
         embeddings of different widths, no source of labels (a model without a head and no
         reference); :class:`~atacformer.errors.VocabularyMismatchError` when query or
-        reference columns are not the model's regions. Nothing is written to ``query`` then.
+        reference columns are not the model's regions. These are raised before any
+        embedding, and nothing is written to either AnnData.
+    atacformer.errors.AtacformerError
+        No query (or reference) cell has a finite embedding, or fewer than two types remain
+        among the reference cells that have one; ``obs`` and ``uns`` are left as they were.
 
     Examples
     --------

@@ -120,6 +120,70 @@ def cmd_embed(args) -> int:
     return 0
 
 
+def _confusion_path(args) -> str | None:
+    """--plot, or next to OUT (OUT stem + .confusion.png) when there are true labels."""
+    if args.plot:
+        return os.fspath(args.plot)
+    if args.truth_key:
+        out = Path(os.fspath(args.output))
+        return os.fspath(out.with_name(out.name.removesuffix(".h5ad") + ".confusion.png"))
+    return None
+
+
+def cmd_annotate(args) -> int:
+    from atacformer import plotting as pl
+    from atacformer import tools as tl
+    from atacformer.errors import AtacformerError
+    from atacformer.tokenizers import tokenize_input
+    from atacformer.tokenizers._cells import check_output_file, write_h5ad_atomic
+
+    out = os.fspath(args.output)
+    inputs = [args.input] + ([args.reference] if args.reference else [])
+    check_output_file(out, overwrite=args.overwrite, inputs=inputs)
+    if args.plot and not args.truth_key:
+        raise AtacformerError("--plot draws predicted against true labels; pass --truth-key too")
+    plot = _confusion_path(args)
+    if plot is not None:
+        check_output_file(plot, overwrite=args.overwrite, inputs=inputs, suffix=".png")
+        if os.path.abspath(plot) == os.path.abspath(out):
+            raise AtacformerError(f"{plot}: the plot and the annotated cells need two different files")
+    model = _load_model_folder(args.model)
+    vocab = getattr(model, "vocab", None)
+    if vocab is None:
+        raise AtacformerError(f"{args.model}: the model folder has no vocabulary (universe.bed.gz)")
+    cells = tokenize_input(args.input, vocab, genome=args.genome, barcodes=args.barcodes,
+                           min_fragments=args.min_fragments, input_type=args.input_type)
+    if cells.X.shape[0] == 0:
+        raise AtacformerError(f"{args.input}: no cells to annotate")
+    query = cells.to_anndata()
+    reference = None
+    if args.reference:
+        ref_cells = tokenize_input(args.reference, vocab, genome=args.genome)
+        if ref_cells.X.shape[0] == 0:
+            raise AtacformerError(f"{args.reference}: the reference has no cells")
+        reference = ref_cells.to_anndata()
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else None)
+    scores = tl.annotate(query, model, reference=reference, labels_key=args.labels_key, k=args.k,
+                         min_confidence=args.min_confidence, truth_key=args.truth_key,
+                         batch_size=args.batch_size, device=device)
+    info = query.uns["annotation"]
+    write_h5ad_atomic(query, out)
+    source = f"reference {args.reference} (k={args.k})" if reference is not None else "the model's classifier"
+    print(f"annotated {info['n_cells']:,} cells from {source}: {info['n_assigned']:,} assigned, "
+          f"{info['n_unassigned']:,} unassigned (confidence < {args.min_confidence:g})")
+    if scores is not None:
+        print(scores["per_type"].to_markdown(floatfmt=("", ".3f", ".3f", ".3f", ".0f")))
+        print(f"macro-F1 {scores['macro_f1']:.3f}, accuracy {scores['accuracy']:.3f} over "
+              f"{scores['n_scored']:,} cells with a {args.truth_key!r} label (unassigned counts as wrong)")
+    print(f"wrote {out}: obs['predicted_label'], obs['prediction_confidence']")
+    if plot is not None:
+        pl.confusion_matrix(query, args.truth_key, save=plot)
+        print(f"wrote {plot}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from atacformer.demo import run_main_job
 
@@ -134,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     from atacformer.train.cli import add_train_commands
 
     p = argparse.ArgumentParser(prog="atacformer", description="Transformer foundation models for chromatin "
-                                "accessibility: tokenize, pretrain, embed, cluster.")
+                                "accessibility: tokenize, pretrain, embed, annotate, cluster.")
     p.add_argument("--version", action="version", version=f"atacformer {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -170,6 +234,35 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when available)")
     e.set_defaults(func=cmd_embed)
+
+    a = sub.add_parser("annotate", help="cell types for a query: kNN vote of a labelled reference, or the "
+                       "model's classifier", description="Tokenize QUERY (and --reference) with the model's own "
+                       "vocabulary, embed both and label each query cell by its k nearest reference cells; "
+                       "without --reference, the model's classification head labels the cells. Cells below "
+                       "--min-confidence are 'unassigned'. Writes obs['predicted_label'] and "
+                       "obs['prediction_confidence'].")
+    a.add_argument("model", metavar="MODEL_DIR", help="model folder or Hugging Face Hub id")
+    a.add_argument("input", metavar="QUERY", help="fragments file, .h5ad peak matrix, or a corpus directory")
+    a.add_argument("-o", "--output", required=True, help="OUT.h5ad (never one of the inputs)")
+    a.add_argument("--reference", metavar="REF", help="labelled cells (.h5ad peak matrix, usually on the same "
+                   "peaks); without it the model must have a classification head")
+    a.add_argument("--labels-key", default="cell_type", help="reference obs column of labels (default cell_type)")
+    a.add_argument("--k", type=int, default=15, help="reference neighbours voting (default 15)")
+    a.add_argument("--min-confidence", type=float, default=0.5,
+                   help="cells whose vote share (or class probability) is below it are 'unassigned' "
+                   "(default 0.5)")
+    a.add_argument("--truth-key", help="query obs column of true labels: print per-type precision/recall/F1 "
+                   "and macro-F1, and draw the confusion matrix")
+    a.add_argument("--plot", metavar="PNG", help="confusion-matrix PNG (needs --truth-key); default with "
+                   "--truth-key: OUT stem + .confusion.png next to OUT")
+    a.add_argument("--overwrite", action="store_true", help="replace an existing OUT.h5ad (and plot)")
+    a.add_argument("--genome", default=None, help="genome to check coordinates against (default: the model's)")
+    a.add_argument("--barcodes", help="barcode whitelist (fragments query)")
+    a.add_argument("--min-fragments", type=int, default=0)
+    a.add_argument("--input-type", choices=["fragments", "matrix", "bed", "corpus"], help="QUERY's type")
+    a.add_argument("--batch-size", type=int, default=64)
+    a.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when available)")
+    a.set_defaults(func=cmd_annotate)
 
     d = sub.add_parser("demo", help="the main job on real data (../shared/data) or, without it, synthetic data",
                        description="Real fragments and a real labelled peak matrix -> tokens -> report.")

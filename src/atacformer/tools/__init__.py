@@ -1,9 +1,10 @@
-"""Tools (``tl``): embeddings, graphs, clustering, label transfer and projection.
+"""Tools (``tl``): embeddings, graphs, clustering, label transfer, annotation and projection.
 
 Every function takes an AnnData first and writes into named slots (``obsm``, ``obs``,
 ``uns``) in the scanpy manner. The model-based ``embed`` lives in ``tools/_embed.py``.
 """
 
+from atacformer.tools._annotate import annotate, annotation_scores
 from atacformer.tools._cluster import cluster
 from atacformer.tools._embed import embed, region_embeddings
 from atacformer.tools._lsi import lsi
@@ -13,6 +14,8 @@ from atacformer.tools._transfer import project_umap, transfer_labels
 
 __all__ = [
     "ScEmbedModel",
+    "annotate",
+    "annotation_scores",
     "cluster",
     "embed",
     "lsi",

@@ -135,11 +135,7 @@ def _from_reference(query, reference, labels, model, use_rep, k, batch_size, dev
 
 def _from_head(query, model, batch_size, device):
     """(labels, confidence) per query cell from the model's classification head."""
-    try:
-        from atacformer.models import predict_label_probabilities
-    except ImportError as err:
-        raise AtacformerError("the model has a classification head (config.label_names) but this atacformer "
-                              "has no atacformer.models.predict_label_probabilities to run it") from err
+    from atacformer.models import predict_label_probabilities
     names = [str(v) for v in model.config.label_names]
     if UNASSIGNED in names:
         raise ValueError(f"the model's classes include {UNASSIGNED!r}, which annotate keeps for cells below "

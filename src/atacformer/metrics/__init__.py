@@ -15,7 +15,7 @@ from atacformer.metrics._clustering import (
     match_clusters,
     nmi,
 )
-from atacformer.metrics._evaluate import evaluate_embedding
+from atacformer.metrics._evaluate import evaluate_embedding, stratified_split
 from atacformer.metrics._ragi import cluster_means, gini, ragi
 
 __all__ = [
@@ -34,4 +34,5 @@ __all__ = [
     "nmi",
     "ragi",
     "silhouette_batch",
+    "stratified_split",
 ]

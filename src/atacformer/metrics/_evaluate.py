@@ -24,6 +24,25 @@ COLUMNS = ["leiden_ari", "leiden_ami", "leiden_nmi", "leiden_homogeneity", "leid
            "transfer_acc", "transfer_f1"]
 
 
+def stratified_split(labels, seed: int = 0, fraction: float = 0.5) -> np.ndarray:
+    """Reference mask of a split of cells into reference and query, stratified by label:
+    of each label's cells (in a seeded random order) the first ``ceil(fraction * n)`` are
+    reference, so every label with two or more cells is on both sides at 0.5.
+
+    Examples
+    --------
+    >>> stratified_split(["a", "a", "b", "b", "b"], seed=0).sum()
+    3
+    """
+    labels = np.asarray(labels).astype(str)
+    rng = np.random.default_rng(seed)
+    ref = np.zeros(len(labels), bool)
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        ref[idx[: int(np.ceil(fraction * len(idx)))]] = True
+    return ref
+
+
 def evaluate_embedding(adata: AnnData, rep: str, labels_key: str = "cell_type", seed: int = 0) -> dict:
     """Score ``adata.obsm[rep]`` against ``adata.obs[labels_key]`` (see the module notes).
 
@@ -74,11 +93,7 @@ def evaluate_embedding(adata: AnnData, rep: str, labels_key: str = "cell_type", 
         for m in ("ari", "ami", "nmi", "homogeneity"):
             row[f"{method}_{m}"] = float(s[m])
         row[f"{method}_k"] = int(view.obs[key].nunique())
-    rng = np.random.default_rng(seed)
-    ref_mask = np.zeros(view.n_obs, bool)
-    for c in np.unique(labels):  # stratified half/half split
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        ref_mask[idx[: (len(idx) + 1) // 2]] = True
+    ref_mask = stratified_split(labels, seed)
     ref, query = view[ref_mask].copy(), view[~ref_mask].copy()
     tl.transfer_labels(ref, query, rep, labels_key, k=min(15, ref.n_obs))
     pred = query.obs[f"{labels_key}_transferred"].astype(str).to_numpy()

@@ -103,11 +103,19 @@ def test_benchmark_zero_shot_on_shared_bins(data_dir, tmp_path):
     mp.setattr(harness, "train_recipe", spy)
     try:
         cfg = BenchmarkConfig(datasets=("Schep600", "chromVAR50"), methods=("lsi", "atacformer"), recipes=["profile"],
-                              steps=2, vocab="bins", holdout=True, max_cells=48, umap=False)
+                              steps=2, vocab="bins", holdout=True, continue_minutes=0.05, max_cells=48, umap=False)
         table = run_benchmark(data_dir, tmp_path, cfg, say=lambda m: None)
     finally:
         mp.undo()
-    assert {"atacformer profile zero-shot", "atacformer profile zero-shot untrained"} <= set(table["method"])
+    assert {"atacformer profile zero-shot", "atacformer profile zero-shot untrained",
+            "atacformer profile zero-shot+continued"} <= set(table["method"])
+    # continued pretraining started from the zero-shot model and trained on the held-out set's cells
+    import json
+
+    run = tmp_path / "runs" / "without-Schep600-profile-continued"
+    saved = json.loads((run / "train_config.json").read_text())
+    assert saved["init_from"] == str(tmp_path / "runs" / "without-Schep600-profile" / "model")
+    assert json.loads((run / "summary.json").read_text())["cells"] == 48
     # the model embedding Schep600 was trained on chromVAR50's cells only, and the reverse
     sets = harness.load_labelled_sets(data_dir, ["Schep600", "chromVAR50"], max_cells=48)
     trained = dict(seen)

@@ -24,7 +24,7 @@ def cmd_benchmark(args) -> int:
             raise AtacformerError(f"unknown {what}(s) {unknown}; choose from {sorted(known)}")
     cfg = BenchmarkConfig(datasets=tuple(args.datasets.split(",")), methods=tuple(args.methods.split(",")),
                           recipes=recipes, steps=args.steps, time_budget=args.time_budget, vocab=args.vocab,
-                          holdout=args.holdout, max_cells=args.max_cells, scembed_epochs=args.scembed_epochs,
+                          holdout=args.holdout, continue_minutes=args.continue_minutes, max_cells=args.max_cells, scembed_epochs=args.scembed_epochs,
                           peakvi_epochs=args.peakvi_epochs, peakvi_minutes=args.peakvi_minutes,
                           dropout=tuple(float(x) for x in args.dropout.split(",") if x), seed=args.seed,
                           umap=not args.no_umap)
@@ -65,6 +65,9 @@ def add_benchmark_commands(sub) -> None:
                    help="each set's own peaks, or hg19 5 kb bins shared by all sets (one model for all)")
     b.add_argument("--holdout", action="store_true",
                    help="with --vocab bins: embed each set with a model pretrained on the other sets only")
+    b.add_argument("--continue-minutes", type=float, default=None,
+                   help="with --holdout: also pretrain each zero-shot model on the held-out set's own cells for "
+                   "this many minutes (continued pretraining; labels unused)")
     b.add_argument("--max-cells", type=int, default=None, help="stratified subsample per set (quick runs)")
     b.add_argument("--scembed-epochs", type=int, default=20)
     b.add_argument("--seed", type=int, default=0)

@@ -59,6 +59,7 @@ class BenchmarkConfig:
     time_budget: float | None = None  # minutes per recipe and set (None: the preset's)
     vocab: str = "peaks"  # "peaks": each set its own peaks; "bins": shared hg19 5 kb bins
     holdout: bool = False  # with bins: each set embedded by a model trained on the other sets only
+    continue_minutes: float | None = None  # with holdout: then continued pretraining on the set's own cells
     max_cells: int | None = None  # stratified subsample per set (CI scale)
     scembed_epochs: int = 20
     peakvi_epochs: int = 100
@@ -242,7 +243,30 @@ def _atacformer(tokenized, cfg, out: Path, say) -> dict[str, dict[str, tuple[str
                 if steps != 0:
                     say(f"  {gname} {method}: {summary['steps']} steps, {summary['tokens_seen']:,} tokens, "
                         f"{secs:.0f}s, final loss {summary['final_loss']}")
+                if steps != 0 and cfg.holdout and cfg.continue_minutes:
+                    for n in names:  # brief continued pretraining on the held-out set's own cells
+                        reps[n].update(_continued(rname, tokenized[n][0], out / "runs" / f"{gname}-{rname}",
+                                                  cfg, say))
     return reps
+
+
+def _continued(rname, cells, run: Path, cfg: BenchmarkConfig, say) -> dict:
+    """The zero-shot model of ``run`` pretrained further on ``cells`` for
+    ``cfg.continue_minutes`` (the foundation model adapted to a new set, labels unused)."""
+    from atacformer import tools as tl
+    from atacformer.models import load_model
+    from atacformer.train import TrainConfig, pretrain
+
+    t0 = time.perf_counter()
+    out = run.with_name(run.name + "-continued")
+    summary = pretrain(TrainConfig(out=str(out), init_from=str(run / "model"), recipe=rname,
+                                   time_budget=cfg.continue_minutes, seed=cfg.seed, progress=False,
+                                   tensorboard=False, overwrite=True), data=cells)
+    model = load_model(out / "model")
+    key = f"X_atacformer[{rname}|continued]"
+    tl.embed(cells, model, key_added=key)
+    say(f"  {out.name}: {summary['steps']} steps, {time.perf_counter() - t0:.0f}s")
+    return {f"atacformer {rname} zero-shot+continued": (key, time.perf_counter() - t0, model)}
 
 
 def run_benchmark(data_dir, out_dir, cfg: BenchmarkConfig | None = None, say=logger.info) -> pd.DataFrame:

@@ -266,3 +266,14 @@ def test_finetune_cli_writes_a_folder_that_embed_loads(schep_h5ad, base_model, t
     bad = cli(["finetune", str(base_model), "--data", str(schep_h5ad), "--objective", "classify", "--labels-key",
                "nope", "-o", str(tmp_path / "bad")], check=False)
     assert bad.returncode == 2 and "obs['nope']" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_tl_finetune_takes_a_loaded_model_and_returns_the_tuned_one(schep, base_model, tmp_path):
+    from atacformer import tools as tl
+
+    tuned = tl.finetune(schep, load_model(base_model), tmp_path / "ft", objective="classify", max_steps=3,
+                        batch_size=64)
+    assert isinstance(tuned, AtacformerForFinetuning) and tuned.config.label_names
+    assert (tmp_path / "ft" / "base" / "config.json").is_file() and (tmp_path / "ft" / "run" / "model").is_dir()
+    with pytest.raises(FileExistsError):
+        tl.finetune(schep, load_model(base_model), tmp_path / "ft", objective="classify", max_steps=3)

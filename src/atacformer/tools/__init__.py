@@ -1,4 +1,4 @@
-"""Tools (``tl``): embeddings, graphs, clustering, label transfer, annotation and projection.
+"""Tools (``tl``): embeddings, fine-tuning, graphs, clustering, label transfer, annotation and projection.
 
 Every function takes an AnnData first and writes into named slots (``obsm``, ``obs``,
 ``uns``) in the scanpy manner. The model-based ``embed`` lives in ``tools/_embed.py``.
@@ -7,6 +7,7 @@ Every function takes an AnnData first and writes into named slots (``obsm``, ``o
 from atacformer.tools._annotate import annotate, annotation_scores
 from atacformer.tools._cluster import cluster
 from atacformer.tools._embed import embed, region_embeddings
+from atacformer.tools._finetune import finetune
 from atacformer.tools._lsi import lsi
 from atacformer.tools._neighbors import neighbors, umap
 from atacformer.tools._scembed import ScEmbedModel, scembed, scembed_project
@@ -18,6 +19,7 @@ __all__ = [
     "annotation_scores",
     "cluster",
     "embed",
+    "finetune",
     "lsi",
     "neighbors",
     "project_umap",

@@ -6,7 +6,9 @@ All three objectives act on the pooled cell vector ``z`` (the cell embedding of
 
 - ``"triplet"``: ``TripletMarginLoss(margin, p=2)`` on pooled cells, anchor and positive of one
   label, negative of another, mined in the batch (LeRoy 2025, ch. 5 and appendix B: the
-  cell-type fine-tuned model);
+  cell-type fine-tuned model); on unit-length cells when the model's embedding is
+  L2-normalised (``config.l2_normalize``), so that the margin acts in the space the
+  embedding is used in;
 - ``"classify"``: a linear head on ``z`` trained with cross-entropy (any obs column: cell
   type, organ...); :meth:`AtacformerForFinetuning.predict_proba` gives its probabilities;
 - ``"batch-adversarial"``: the whole-profile reconstruction of
@@ -215,9 +217,11 @@ class AtacformerForFinetuning(_AtacformerLoading, nn.Module):
                         else logits.sum() * 0.0)
                 parts["classify"] = float(loss.detach())
         elif c.finetune_objective == "triplet" and labels is not None:
-            a, p, q = mine_triplets(z, labels, c.triplet_mining, c.triplet_margin, draws)
-            loss = (F.triplet_margin_loss(z[a].float(), z[p].float(), z[q].float(), margin=c.triplet_margin, p=2)
-                    if len(a) else z.sum() * 0.0)
+            # in the space the embedding is used in: unit length when the model says so
+            e = F.normalize(z.float(), dim=-1) if c.l2_normalize else z.float()
+            a, p, q = mine_triplets(e, labels, c.triplet_mining, c.triplet_margin, draws)
+            loss = (F.triplet_margin_loss(e[a], e[p], e[q], margin=c.triplet_margin, p=2) if len(a)
+                    else z.sum() * 0.0)
             parts["triplet"] = float(loss.detach())
             parts["triplets"] = int(len(a))
         elif c.finetune_objective == "batch-adversarial" and target_ids is not None:

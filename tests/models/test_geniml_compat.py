@@ -103,3 +103,30 @@ def test_geniml_folder_with_another_universe_is_refused(tmp_path, pbmc):
             f.write(f"{c}\t{s}\t{e}\n")
     with pytest.raises(VocabularyMismatchError, match="vocab_size 1,007"):
         load_model(tmp_path / "g")
+
+
+def test_a_geniml_folder_fine_tunes_with_lora(tmp_path, pbmc):
+    """``init_from`` a geniml checkpoint: its vocabulary tokenizes the cells, its weights are the
+    base, LoRA trains adapters only, and the fine-tuned folder embeds like geniml before
+    the adapters moved (they start at zero)."""
+    import anndata as ad
+    import pandas as pd
+
+    from atacformer.train import TrainConfig, pretrain
+
+    vocab, x, labels = pbmc
+    torch.manual_seed(2)
+    gm = geniml_af.AtacformerForReplacedTokenDetection(_geniml_config(vocab, False)).eval()
+    _save_with_universe(gm, vocab, tmp_path / "g")
+    cells = ad.AnnData(x.astype(np.float32), obs=pd.DataFrame({"cell_type": labels},
+                                                               index=[f"c{i}" for i in range(x.shape[0])]),
+                       var=vocab.to_dataframe())
+    pretrain(TrainConfig(out=str(tmp_path / "ft0"), init_from=str(tmp_path / "g"), objective="triplet", lora_rank=2,
+                         max_steps=0, progress=False, tensorboard=False), data=cells)
+    tuned = load_model(tmp_path / "ft0" / "model")
+    want = gm.encode_tokenized_cells([c.tolist() for c in as_token_lists(x)]).numpy()
+    np.testing.assert_allclose(embed_cells(tuned, x), want, atol=1e-5, rtol=1e-5)
+    pretrain(TrainConfig(out=str(tmp_path / "ft"), init_from=str(tmp_path / "g"), objective="triplet", lora_rank=2,
+                         max_steps=3, batch_size=20, lr=1e-2, progress=False, tensorboard=False), data=cells)
+    state = load_model(tmp_path / "ft" / "model").state_dict()
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in state.items())

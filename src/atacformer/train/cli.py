@@ -189,8 +189,10 @@ def _add_finetune(sub) -> None:
     a("--max-steps", type=int, help="optimizer steps (default: --epochs passes, capped by --time-budget)")
     a("--epochs", type=float, help="passes over the cells (default 10)")
     a("--time-budget", type=float, metavar="MINUTES", help="stop the plan at what fits (default 12)")
-    a("--batch-size", type=int, help="cells per optimizer step (default 128)")
-    a("--lr", type=float, help="peak learning rate (default 5e-4)")
+    a("--batch-size", type=int, help="cells per optimizer step over all ranks (default 128)")
+    a("--grad-accum", type=int, default=1, help="micro-batches per step and rank")
+    a("--lr", type=float, help="peak learning rate (default 2e-3)")
+    a("--warmup-steps", type=int, help="linear warmup steps (default 20)")
     a("--seed", type=int, default=0)
     a("--resume", action="store_true", help="continue from the last checkpoint in OUT")
     a("--overwrite", action="store_true", help="replace an earlier run in OUT")
@@ -209,7 +211,8 @@ def cmd_finetune(args) -> int:
         adversarial_weight=args.adversarial_weight, reversal_strength=args.reversal_strength,
         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, lora_targets=args.lora_targets,
         freeze_layers=args.freeze_layers, mask_ratio=args.mask_ratio, max_steps=args.max_steps, epochs=args.epochs,
-        time_budget=args.time_budget, batch_size=args.batch_size, lr=args.lr, seed=args.seed, resume=args.resume,
+        time_budget=args.time_budget, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
+        warmup_steps=args.warmup_steps, seed=args.seed, resume=args.resume,
         overwrite=args.overwrite, device=args.device, parallel=args.parallel, progress=not args.no_progress,
         tensorboard=False)
     return _train(cfg, args.out)

@@ -176,7 +176,8 @@ def _add_finetune(sub) -> None:
     a("--labels-key", default="cell_type", help="obs column of the labels (triplet, classify; default cell_type)")
     a("--batch-key", help="obs column of the batches (batch-adversarial)")
     a("--triplet-margin", type=float, default=1.0, help="TripletMarginLoss margin (default 1.0)")
-    a("--triplet-mining", choices=["batch-hard", "semi-hard", "random"], default="batch-hard")
+    a("--triplet-mining", choices=["batch-hard", "semi-hard", "random"], default="semi-hard",
+      help="how each anchor's positive and negative are picked in a batch (default semi-hard: the best measured)")
     a("--adversarial-weight", type=float, default=1.0, help="weight of the batch classifier's loss")
     a("--reversal-strength", type=float, default=1.0, help="gradient reversal factor")
     a("--lora-rank", type=int, default=0, help="LoRA adapters of this rank (peft); the backbone is frozen")

@@ -143,7 +143,7 @@ class AtacformerConfig(ModelConfig):
     label_names: list | None = None
     batch_names: list | None = None
     triplet_margin: float = 1.0
-    triplet_mining: str = "batch-hard"
+    triplet_mining: str = "semi-hard"
     adversarial_weight: float = 1.0
     reversal_strength: float = 1.0
     lora: dict | None = None

@@ -16,6 +16,7 @@ _EXPORTS = {
     "load_labelled_sets": "harness", "run_benchmark": "harness", "score_embedding": "harness",
     "snapatac2_spectral": "harness", "tokenize_sets": "harness", "METHODS": "harness",
     "peakvi_latent": "harness", "train_recipe": "harness", "drop_nonzeros": "harness", "add_gains": "harness",
+    "harmony": "harness",
 }
 
 

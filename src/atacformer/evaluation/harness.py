@@ -149,6 +149,43 @@ def peakvi_latent(adata: AnnData, max_epochs: int = 100, key_added: str = "X_pea
     adata.obsm[key_added] = np.asarray(model.get_latent_representation(), dtype=np.float32)
 
 
+def harmony(adata: AnnData, rep: str, batch_key: str, key_added: str | None = None, seed: int = 0,
+            **kwargs) -> None:
+    """The peer: Harmony (Korsunsky et al. 2019; harmonypy) batch correction of ``obsm[rep]``.
+
+    Writes the corrected embedding, cells x dims like ``obsm[rep]``, to
+    ``obsm[key_added or rep + "_harmony"]``. ``kwargs`` go to ``harmonypy.run_harmony``
+    (``theta``, ``nclust``, ...; its defaults otherwise).
+
+    Examples
+    --------
+    >>> harmony(adata, "X_lsi", "batch")  # doctest: +SKIP
+    >>> adata.obsm["X_lsi_harmony"].shape == adata.obsm["X_lsi"].shape  # doctest: +SKIP
+    True
+    """
+    import harmonypy
+
+    if rep not in adata.obsm:
+        raise KeyError(f"obsm has no {rep!r} (keys: {list(adata.obsm)})")
+    if batch_key not in adata.obs.columns:
+        raise KeyError(f"obs has no column {batch_key!r} (columns: {list(adata.obs.columns)})")
+    x = np.asarray(adata.obsm[rep], dtype=np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError(f"harmony: obsm[{rep!r}] holds NaN or infinite values")
+    batch = adata.obs[batch_key]
+    if batch.isna().any():
+        raise ValueError(f"harmony: obs[{batch_key!r}] is missing for {int(batch.isna().sum())} cells")
+    if batch.nunique() < 2:
+        raise ValueError(f"harmony: obs[{batch_key!r}] holds {batch.nunique()} batch; needs at least 2")
+    meta = pd.DataFrame({batch_key: batch.astype(str).to_numpy()})
+    # dims x cells: the orientation every harmonypy version reads without guessing
+    ho = harmonypy.run_harmony(x.T, meta, batch_key, random_state=seed, verbose=False, **kwargs)
+    z = np.asarray(ho.Z_corr)
+    if z.shape != x.shape:  # harmonypy < 2 returns dims x cells
+        z = z.T
+    adata.obsm[key_added or f"{rep}_harmony"] = z.astype(np.float32)
+
+
 def score_embedding(adata: AnnData, rep: str, seed: int = 0) -> dict:
     """:func:`atacformer.metrics.evaluate_embedding` against ``obs["cell_type"]``."""
     from atacformer.metrics import evaluate_embedding

@@ -1,8 +1,9 @@
-"""Metrics: clustering against ground truth, RAGI without it, and batch mixing.
+"""Metrics: clustering against ground truth, RAGI without it, and batch integration.
 
 These take arrays (labels, clusters, embeddings), so that they score any method's output the
 same way; :func:`evaluate_embedding` is the one protocol (clusters at the true k, label
-transfer) that every comparison in the package runs on an AnnData.
+transfer) that every comparison in the package runs on an AnnData, and
+:func:`integration_scores` the batch-integration table (scib-metrics, Luecken et al. 2022).
 """
 
 from atacformer.metrics._batch import ilisi, kbet, lisi, silhouette_batch
@@ -16,6 +17,7 @@ from atacformer.metrics._clustering import (
     nmi,
 )
 from atacformer.metrics._evaluate import evaluate_embedding, stratified_split
+from atacformer.metrics._integration import integration_scores
 from atacformer.metrics._ragi import cluster_means, gini, ragi
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "gini",
     "homogeneity",
     "ilisi",
+    "integration_scores",
     "kbet",
     "lisi",
     "match_clusters",

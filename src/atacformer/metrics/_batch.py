@@ -1,5 +1,9 @@
 """Batch mixing of an embedding: silhouette by batch, iLISI, kBET.
 
+:func:`atacformer.metrics.integration_scores` computes these with scib-metrics; these
+NumPy / scikit-learn versions stand in when scib-metrics is not installed. On the same
+neighbours they give scib-metrics' LISI (to float32 rounding) and kBET p-values.
+
 * ``silhouette_batch`` follows scib: within each cell-type label, the silhouette of the
   cells with the batches as clusters; each cell scores ``1 - |silhouette|`` (1: batches
   mixed, 0: separated); per-label means are averaged. Labels present in one batch only are

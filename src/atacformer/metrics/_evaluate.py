@@ -11,12 +11,13 @@ tables have the same columns and mean the same thing:
 - kNN label transfer (k = 15) from a stratified half of the cells (fixed by ``seed``) to the
   other half: accuracy and macro-F1 (``transfer_acc``, ``transfer_f1``).
 
-Cells whose label is missing (NaN / ``"nan"``) or whose embedding is not finite are left out.
+Cells whose label is missing (NaN / None / ``"nan"``) or whose embedding is not finite are left out.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 
 COLUMNS = ["leiden_ari", "leiden_ami", "leiden_nmi", "leiden_homogeneity", "leiden_k",
@@ -41,6 +42,43 @@ def stratified_split(labels, seed: int = 0, fraction: float = 0.5) -> np.ndarray
         idx = rng.permutation(np.flatnonzero(labels == c))
         ref[idx[: int(np.ceil(fraction * len(idx)))]] = True
     return ref
+
+
+def _missing(values) -> np.ndarray:
+    """NaN / None / ``"nan"`` entries of an ``obs`` column."""
+    col = pd.Series(values)
+    return col.isna().to_numpy() | (col.astype(str).to_numpy() == "nan")
+
+
+def labelled_view(adata: AnnData, rep: str, labels_key: str, also: tuple[str, ...] = ()) -> AnnData:
+    """The cells of ``adata`` that can be scored: label (and every ``also`` column) present,
+    embedding finite; ``obs`` holds those columns as strings, ``obsm[rep]`` the embedding.
+
+    Raises ``KeyError`` naming a missing ``obs`` column or ``obsm`` key.
+    """
+    for key in (labels_key, *also):
+        if key not in adata.obs.columns:
+            raise KeyError(f"obs has no column {key!r} (columns: {list(adata.obs.columns)})")
+    if rep not in adata.obsm:
+        raise KeyError(f"obsm has no {rep!r} (keys: {list(adata.obsm)})")
+    emb = np.asarray(adata.obsm[rep])
+    keep = np.isfinite(emb).all(1)
+    for key in (labels_key, *also):
+        keep &= ~_missing(adata.obs[key].to_numpy())
+    view = AnnData(obs={key: adata.obs[key].astype(str).to_numpy()[keep] for key in (labels_key, *also)})
+    view.obs_names = adata.obs_names[keep]
+    view.obsm[rep] = emb[keep]
+    return view
+
+
+def cluster_at_k(view: AnnData, rep: str, method: str, k: int, seed: int) -> np.ndarray:
+    """The protocol's clusters: ``method`` (``"leiden"`` with its resolution searched, or
+    ``"kmeans"``) on ``obsm[rep]`` at ``k`` clusters, through :func:`atacformer.tools.cluster`."""
+    from atacformer import tools as tl
+
+    key = f"_{method}"
+    tl.cluster(view, rep, method, n_clusters=k, key_added=key, seed=seed)
+    return view.obs[key].astype(str).to_numpy()
 
 
 def evaluate_embedding(adata: AnnData, rep: str, labels_key: str = "cell_type", seed: int = 0) -> dict:
@@ -73,26 +111,16 @@ def evaluate_embedding(adata: AnnData, rep: str, labels_key: str = "cell_type", 
     from atacformer import tools as tl
     from atacformer.metrics._clustering import clustering_scores
 
-    if labels_key not in adata.obs.columns:
-        raise KeyError(f"obs has no column {labels_key!r} (columns: {list(adata.obs.columns)})")
-    if rep not in adata.obsm:
-        raise KeyError(f"obsm has no {rep!r} (keys: {list(adata.obsm)})")
-    labels = adata.obs[labels_key].astype(str).to_numpy()
-    emb = np.asarray(adata.obsm[rep])
-    keep = (labels != "nan") & np.isfinite(emb).all(1)
-    view = AnnData(obs={labels_key: labels[keep]})
-    view.obs_names = adata.obs_names[keep]
-    view.obsm[rep] = emb[keep]
-    labels = labels[keep]
+    view = labelled_view(adata, rep, labels_key)
+    labels = view.obs[labels_key].to_numpy()
     k = len(np.unique(labels))
     row: dict = {}
     for method in ("leiden", "kmeans"):
-        key = f"_{method}"
-        tl.cluster(view, rep, method, n_clusters=k, key_added=key, seed=seed)
-        s = clustering_scores(labels, view.obs[key].astype(str).to_numpy())
+        clusters = cluster_at_k(view, rep, method, k, seed)
+        s = clustering_scores(labels, clusters)
         for m in ("ari", "ami", "nmi", "homogeneity"):
             row[f"{method}_{m}"] = float(s[m])
-        row[f"{method}_k"] = int(view.obs[key].nunique())
+        row[f"{method}_k"] = int(np.unique(clusters).size)
     ref_mask = stratified_split(labels, seed)
     ref, query = view[ref_mask].copy(), view[~ref_mask].copy()
     tl.transfer_labels(ref, query, rep, labels_key, k=min(15, ref.n_obs))

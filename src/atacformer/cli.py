@@ -88,14 +88,11 @@ def _load_model_folder(path):
     return load_model(path)
 
 
-def cmd_embed(args) -> int:
-    from atacformer import tools as tl
+def _model_and_cells(args, verb: str):
+    """The model of ``args.model`` and ``args.input`` tokenized into its vocabulary."""
     from atacformer.errors import AtacformerError
     from atacformer.tokenizers import tokenize_input
-    from atacformer.tokenizers._cells import check_output_file, write_h5ad_atomic
 
-    out = os.fspath(args.output)
-    check_output_file(out, overwrite=args.overwrite, inputs=[args.input])
     model = _load_model_folder(args.model)
     vocab = getattr(model, "vocab", None)
     if vocab is None:
@@ -103,7 +100,18 @@ def cmd_embed(args) -> int:
     cells = tokenize_input(args.input, vocab, genome=args.genome, barcodes=args.barcodes,
                            min_fragments=args.min_fragments, input_type=args.input_type)
     if cells.X.shape[0] == 0:
-        raise AtacformerError(f"{args.input}: no cells to embed")
+        raise AtacformerError(f"{args.input}: no cells to {verb}")
+    return model, cells
+
+
+def cmd_embed(args) -> int:
+    from atacformer import tools as tl
+    from atacformer.errors import AtacformerError
+    from atacformer.tokenizers._cells import check_output_file, write_h5ad_atomic
+
+    out = os.fspath(args.output)
+    check_output_file(out, overwrite=args.overwrite, inputs=[args.input])
+    model, cells = _model_and_cells(args, "embed")
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else None)
@@ -147,18 +155,11 @@ def cmd_annotate(args) -> int:
         check_output_file(plot, overwrite=args.overwrite, inputs=inputs, suffix=".png")
         if os.path.abspath(plot) == os.path.abspath(out):
             raise AtacformerError(f"{plot}: the plot and the annotated cells need two different files")
-    model = _load_model_folder(args.model)
-    vocab = getattr(model, "vocab", None)
-    if vocab is None:
-        raise AtacformerError(f"{args.model}: the model folder has no vocabulary (universe.bed.gz)")
-    cells = tokenize_input(args.input, vocab, genome=args.genome, barcodes=args.barcodes,
-                           min_fragments=args.min_fragments, input_type=args.input_type)
-    if cells.X.shape[0] == 0:
-        raise AtacformerError(f"{args.input}: no cells to annotate")
+    model, cells = _model_and_cells(args, "annotate")
     query = cells.to_anndata()
     reference = None
     if args.reference:
-        ref_cells = tokenize_input(args.reference, vocab, genome=args.genome)
+        ref_cells = tokenize_input(args.reference, model.vocab, genome=args.genome)
         if ref_cells.X.shape[0] == 0:
             raise AtacformerError(f"{args.reference}: the reference has no cells")
         reference = ref_cells.to_anndata()

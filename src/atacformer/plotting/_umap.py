@@ -10,6 +10,7 @@ colour in every panel so that maps of several embeddings compare at a glance.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -86,12 +87,19 @@ def _draw(ax, fig, adata: AnnData, basis: str, key: str, categories, point_size,
 
 
 def _save(fig: Figure, path, dpi: int) -> None:
+    """Render ``fig`` to a temporary sibling, then rename it onto ``path``, so that an
+    interrupted run never leaves a truncated image where a finished one is expected."""
     if path is None:
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    logger.info("umap: wrote %s", path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".").lower() or "png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    logger.info("wrote %s", path)
 
 
 def _as_list(color) -> list[str]:

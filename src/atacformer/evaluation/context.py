@@ -195,6 +195,11 @@ def context_robustness(
     return pd.DataFrame(rows)
 
 
+_LABELS = {"leiden_ari": "Leiden ARI", "leiden_nmi": "Leiden NMI", "kmeans_ari": "k-means ARI",
+           "kmeans_nmi": "k-means NMI", "transfer_acc": "kNN transfer accuracy",
+           "cosine_median": "median cosine to the full-context embedding"}
+
+
 def _series(table: pd.DataFrame) -> Iterable[tuple[str, pd.DataFrame]]:
     """One line per (dataset, model) when the table holds several."""
     by = [c for c in ("dataset", "model") if c in table.columns]
@@ -251,7 +256,7 @@ def plot_context_robustness(table: pd.DataFrame, path: str | Path | None = None,
         ax.set_xticks(contexts)
         ax.set_xticklabels([f"{c:,}" for c in contexts], rotation=45)
         ax.set_xlabel("context (tokens per cell)")
-        ax.set_ylabel(metric.replace("_", " "))
+        ax.set_ylabel(_LABELS.get(metric, metric))
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:

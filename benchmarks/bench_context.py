@@ -13,6 +13,10 @@ through :func:`atacformer.evaluation.train_recipe`, labels never seen):
 - ``rtd``: replaced-token detection with 2 attention layers, trained at its preset's 512
   (``--rtd-context`` to change).
 
+``--models-from DIR`` takes the models of an earlier ``atacformer benchmark --out DIR`` run
+instead (``DIR/runs/SET-RECIPE/model``, e.g. the profile models of the README's benchmark,
+trained 12 minutes each); pairs without a model there are trained as above.
+
 Each model then goes through :func:`atacformer.evaluation.context_robustness`: embeddings at
 every ``--contexts`` value with :func:`atacformer.tools.embed`, scored by
 :func:`atacformer.metrics.evaluate_embedding` (Leiden / k-means at the true number of labels,
@@ -30,7 +34,7 @@ Usage::
 
     python benchmarks/bench_context.py [--datasets BM0828 Schep600 Granja-D6T1]
         [--models profile rtd] [--max-cells 2000] [--attention-max-cells 300]
-        [--skip rtd:BM0828] [--time-budget 2] [--out benchmarks/out]
+        [--skip rtd:BM0828] [--time-budget 2] [--models-from results/benchmark] [--out benchmarks/out]
 """
 
 from __future__ import annotations
@@ -53,6 +57,24 @@ SHOWN = ["dataset", "model", "context", "frac_truncated", "median_tokens", "cosi
 def _model_label(recipe: str, model, steps: int) -> str:
     c = model.config
     return f"{recipe} ({c.num_layers} layers, context {c.max_length:,}, {steps:,} steps)"
+
+
+def _earlier_model(runs_dir, name: str, recipe: str):
+    """``(model, summary)`` of ``runs_dir/runs/{name}-{recipe}`` (an ``atacformer benchmark
+    --out`` folder), or ``(None, None)`` when there is none."""
+    import json
+
+    from atacformer.models import load_model
+
+    if runs_dir is None:
+        return None, None
+    run = Path(runs_dir) / "runs" / f"{name}-{recipe}"
+    if not (run / "model" / "config.json").is_file():
+        print(f"{name} {recipe}: no model in {run}; training one", flush=True)
+        return None, None
+    summary = json.loads((run / "summary.json").read_text())
+    print(f"{name} {recipe}: the model of {run} ({summary['steps']} steps)", flush=True)
+    return load_model(run / "model"), summary
 
 
 def _lsi_reference(name: str, tok, seed: int) -> dict:
@@ -81,11 +103,14 @@ def run(args) -> tuple[pd.DataFrame, pd.DataFrame]:
             if (recipe, name) in skip:
                 print(f"{name} {recipe}: skipped (--skip)", flush=True)
                 continue
-            extra = {"max_length": args.rtd_context} if recipe == "rtd" and args.rtd_context else {}
             t0 = time.perf_counter()
-            model, summary = train_recipe(recipe, tok, Path(args.out) / "context_runs" / f"{name}-{recipe}", cfg,
-                                          **extra)
-            train_s = time.perf_counter() - t0
+            model, summary = _earlier_model(args.models_from, name, recipe)
+            if model is None:
+                extra = {"max_length": args.rtd_context} if recipe == "rtd" and args.rtd_context else {}
+                model, summary = train_recipe(recipe, tok, Path(args.out) / "context_runs" / f"{name}-{recipe}",
+                                              cfg, **extra)
+                summary["elapsed_s"] = time.perf_counter() - t0
+            train_s = float(summary.get("elapsed_s", float("nan")))
             cells = tok
             if model.config.num_layers > 0 and args.attention_max_cells:
                 cells = _subsample(tok, args.attention_max_cells, args.seed)
@@ -114,6 +139,9 @@ def main(argv=None) -> int:
                    help="cells embedded by models with attention layers (their cost grows with tokens squared)")
     p.add_argument("--skip", nargs="*", default=[], metavar="MODEL:DATASET", help="pairs left out")
     p.add_argument("--time-budget", type=float, default=2.0, help="training minutes per model and set")
+    p.add_argument("--models-from", default=None, metavar="DIR",
+                   help="use the models of an earlier `atacformer benchmark --out DIR` run (DIR/runs/SET-RECIPE/"
+                        "model) where present instead of training")
     p.add_argument("--rtd-context", type=int, default=None, help="rtd training context (default: its preset's)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)

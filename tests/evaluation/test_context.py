@@ -119,3 +119,23 @@ def test_context_beyond_a_position_table_is_refused(bm0828):
                            use_position_embeddings=True)
     with pytest.raises(ValueError, match="position table"):
         context_robustness(tok, AtacformerModel(cfg), (512, 128))
+
+
+def test_cosines_ignore_depth_removal(bm0828, lengths):
+    """A model that removes depth directions is scored on its PCA coordinates, but its
+    cosines compare raw embeddings (a PCA fitted per context has its own axes)."""
+    import copy
+
+    from atacformer import tools as tl
+
+    tok, model = bm0828
+    model = copy.deepcopy(model)
+    model.config.remove_depth = True
+    table = context_robustness(tok, model, (SMALL,), key_added="X_depth")
+    raw = {c: tl.embed(tok, model, max_length=c, remove_depth=False, copy=True).obsm["X_atacformer"]
+           for c in (SMALL, int(lengths.max()))}
+    a, b = raw[SMALL], raw[int(lengths.max())]
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert table.cosine_median.iloc[0] == pytest.approx(np.median(cos), abs=1e-6)
+    unit = a / np.linalg.norm(a, axis=1, keepdims=True)
+    assert not np.allclose(tok.obsm[f"X_depth_{SMALL}"], unit, atol=1e-3)  # the scored one: PCA coordinates

@@ -1,5 +1,6 @@
 """Embedding-quality benchmark (``atacformer benchmark``): peers and atacformer recipes
-(:data:`atacformer.train.RECIPES`) side by side, see :mod:`~atacformer.evaluation.harness`.
+(:data:`atacformer.train.RECIPES`) side by side, see :mod:`~atacformer.evaluation.harness`;
+robustness of a model's embeddings to the context, see :mod:`~atacformer.evaluation.context`.
 
 Examples
 --------
@@ -17,6 +18,7 @@ _EXPORTS = {
     "snapatac2_spectral": "harness", "tokenize_sets": "harness", "METHODS": "harness",
     "peakvi_latent": "harness", "train_recipe": "harness", "drop_nonzeros": "harness", "add_gains": "harness",
     "harmony": "harness",
+    "context_robustness": "context", "plot_context_robustness": "context", "DEFAULT_CONTEXTS": "context",
 }
 
 

@@ -234,14 +234,16 @@ def _baselines(name, tok, cfg, say):
     return reps
 
 
-def train_recipe(recipe: str, cells, out: Path, cfg: BenchmarkConfig, max_steps: int | None = None):
+def train_recipe(recipe: str, cells, out: Path, cfg: BenchmarkConfig, max_steps: int | None = None,
+                 **overrides):
     """Pretrain ``recipe`` on ``cells`` (AnnData / TokenizedCells, or a list) with the one
-    training loop; returns ``(model, summary)``."""
+    training loop; ``overrides`` are further :class:`~atacformer.train.TrainConfig` fields
+    (e.g. ``max_length``). Returns ``(model, summary)``."""
     from atacformer.models import load_model
     from atacformer.train import TrainConfig, pretrain
 
     tc = TrainConfig(out=str(out), recipe=recipe, max_steps=max_steps, time_budget=cfg.time_budget,
-                     seed=cfg.seed, progress=False, tensorboard=False, overwrite=True)
+                     seed=cfg.seed, progress=False, tensorboard=False, overwrite=True, **overrides)
     summary = pretrain(tc, data=cells)
     return load_model(out / "model"), summary
 

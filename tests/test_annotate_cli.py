@@ -32,13 +32,10 @@ def files(data_dir, tmp_path_factory):
     ref, query = a[is_ref].copy(), a[~is_ref].copy()
     ref.write_h5ad(d / "ref.h5ad")
     query[:, rng.permutation(query.n_vars)].copy().write_h5ad(d / "query.h5ad")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     pretrain(TrainConfig(out=str(d / "run"), recipe="lsi-init-profile", max_steps=0, progress=False,
                          tensorboard=False), data=ref)
     yield {"dir": d, "model": d / "run" / "model", "ref": d / "ref.h5ad", "query": d / "query.h5ad",
            "ref_adata": ref, "query_adata": query}
-    torch.set_num_threads(n)
 
 
 def _args(f, out, *extra):

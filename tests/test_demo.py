@@ -17,7 +17,6 @@ from atacformer.models import embed_cells, load_model
 from atacformer.train import TrainConfig, pretrain
 from atacformer.vocab import Vocabulary
 
-torch.set_num_threads(1)
 
 
 def test_main_job_synthetic(tmp_path, monkeypatch, capsys):

@@ -19,7 +19,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.neighbors import KNeighborsClassifier
 
 from atacformer import plotting as pl
@@ -52,13 +51,10 @@ def schep_model(schep_halves, tmp_path_factory):
     from atacformer.models import load_model
     from atacformer.train import TrainConfig, pretrain
 
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("annotate") / "run"
     pretrain(TrainConfig(out=str(out), recipe="lsi-init-profile", max_steps=0, progress=False,
                          tensorboard=False), data=schep_halves[0])
     yield load_model(out / "model")
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

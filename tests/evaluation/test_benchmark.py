@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.metrics import adjusted_rand_score
 
 from atacformer.evaluation import BenchmarkConfig, run_benchmark, score_embedding
@@ -13,7 +12,6 @@ from atacformer.evaluation import harness
 from atacformer.cli import main
 from atacformer.train import RECIPES
 
-torch.set_num_threads(1)
 
 
 def test_score_embedding_matches_sklearn():

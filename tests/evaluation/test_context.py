@@ -25,14 +25,11 @@ def bm0828(data_dir, tmp_path_factory):
     from atacformer.models import load_model
     from atacformer.train import TrainConfig, pretrain
 
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
     sets = load_labelled_sets(data_dir, ["BM0828"], max_cells=200)
     tok = tokenize_sets(sets)["BM0828"][0]
     out = tmp_path_factory.mktemp("ctx")
     pretrain(TrainConfig(out=str(out), max_steps=0, progress=False, tensorboard=False), data=tok)
     yield tok, load_model(out / "model")
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

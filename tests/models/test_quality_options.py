@@ -15,7 +15,6 @@ from atacformer.models import (
 )
 from atacformer.vocab import Vocabulary
 
-torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ import gzip
 
 import anndata as ad
 import numpy as np
-import pytest
 
 from atacformer.tokenizers import tokenize_bed, tokenize_peak_matrix
 from atacformer.vocab import Vocabulary
@@ -19,7 +18,6 @@ def test_peak_matrix_to_bins_equals_brute_force(data_dir):
     # brute force: loop over peaks, add each peak's column to every bin it touches
     X = a.X.tocsc()
     want = np.zeros((a.n_obs, v.n_regions), dtype=np.int64)
-    rows_all = []
     for j, (c, s, e) in enumerate(zip(a.var["chrom"], a.var["start"], a.var["end"])):
         col = X[:, j].toarray().ravel()
         for b in range(s // 5000, (e - 1) // 5000 + 1):

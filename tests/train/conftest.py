@@ -12,20 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-import torch
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
 SCHEP = SHARED_DATA / "schep2017_celllines_atacCoGAPS" / "schep2017_celllines_600.h5ad"
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run fastest on one thread on a busy 2-core machine (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def make_adata(n_cells: int = 48, n_peaks: int = 240, seed: int = 0):

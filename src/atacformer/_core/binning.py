@@ -9,7 +9,6 @@ against it and against brute force).
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 

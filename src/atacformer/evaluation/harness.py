@@ -331,7 +331,6 @@ def run_benchmark(data_dir, out_dir, cfg: BenchmarkConfig | None = None, say=log
     --------
     >>> table = run_benchmark("../shared/data", "bench_out", BenchmarkConfig(max_cells=100))  # doctest: +SKIP
     """
-    from atacformer import plotting as pl
 
     cfg = cfg or BenchmarkConfig()
     out = Path(out_dir)

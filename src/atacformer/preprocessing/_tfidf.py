@@ -137,7 +137,6 @@ def tfidf_matrix(
         if scale_factor != "auto":
             raise ValueError(f"tfidf: scale_factor must be a number or 'auto', got {scale_factor!r}")
         scale_factor = auto_scale_factor(m)
-    n_cells = m.shape[0]
     if idf is None:
         idf = inverse_document_frequency(m, log_idf=log_idf)
     else:

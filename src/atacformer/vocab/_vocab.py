@@ -12,7 +12,7 @@ import pandas as pd
 
 from atacformer._core.overlap import IntervalIndex, bin_span_pairs
 from atacformer.errors import VocabularyMismatchError
-from atacformer.genome import Genome, get_genome, normalize_chroms
+from atacformer.genome import get_genome, normalize_chroms
 
 log = logging.getLogger(__name__)
 

@@ -249,10 +249,18 @@ def test_some_missing_labels_are_left_out_of_the_loss(schep, base_model, tmp_pat
     a = schep.copy()
     a.obs["label"] = a.obs["cell_type"].astype(object)
     a.obs.loc[a.obs_names[::3], "label"] = np.nan
+    a.obs.loc[a.obs["cell_type"].isin(["ESCs", "LCL 1"]) & (np.arange(a.n_obs) % 2 == 0), "label"] = np.nan
     out = tmp_path / "run"
     pretrain(TrainConfig(out=str(out), init_from=str(base_model), objective="classify", label_key="label",
                          max_steps=3, batch_size=64, **QUIET), data=a)
-    assert "nan" not in load_model(out / "model").config.label_names
+    model = load_model(out / "model")
+    assert "nan" not in model.config.label_names
+    # the head's loss weights are scikit-learn's "balanced" class weights of the known labels
+    from sklearn.utils.class_weight import compute_class_weight
+
+    known = a.obs["label"].dropna().astype(str).to_numpy()
+    want = compute_class_weight("balanced", classes=np.array(model.config.label_names), y=known)
+    np.testing.assert_allclose(model.label_weights.numpy(), want, rtol=1e-6)
 
 
 def test_finetune_cli_writes_a_folder_that_embed_loads(schep_h5ad, base_model, tmp_path, cli):

@@ -236,6 +236,11 @@ def build_model(cfg: TrainConfig, mi: ModelInputs, seed: int | None = None):
             initialise_from_data(model, cfg, mi)
         if mi.base_state is not None:
             _transfer_base_weights(model, mi.base_state)
+        if getattr(model, "classifier", None) is not None and model.config.balanced and "labels" in mi.labels:
+            codes = mi.labels["labels"]
+            counts = np.bincount(codes[codes >= 0], minlength=len(model.config.label_names)).astype(np.float64)
+            w = counts.sum() / (len(counts) * np.maximum(counts, 1.0))  # sklearn's "balanced" weights
+            model.label_weights.copy_(torch.as_tensor(w, dtype=torch.float32))
         if isinstance(model, AtacformerForFinetuning) or cfg.init_from:
             _freeze(model, cfg)
         return model

@@ -175,6 +175,8 @@ def _add_finetune(sub) -> None:
       "reference); batch-adversarial: profile reconstruction + a batch classifier behind gradient reversal")
     a("--labels-key", default="cell_type", help="obs column of the labels (triplet, classify; default cell_type)")
     a("--batch-key", help="obs column of the batches (batch-adversarial)")
+    a("--no-balance", action="store_true", help="classify: plain cross-entropy (default: each label's loss "
+      "weighted by its inverse frequency, so that rare types count as much as common ones)")
     a("--triplet-margin", type=float, default=1.0, help="TripletMarginLoss margin (default 1.0)")
     a("--triplet-mining", choices=["batch-hard", "semi-hard", "random"], default="semi-hard",
       help="how each anchor's positive and negative are picked in a batch (default semi-hard: the best measured)")
@@ -208,7 +210,7 @@ def cmd_finetune(args) -> int:
 
     cfg = TrainConfig(
         data=args.data, out=args.out, init_from=args.base, objective=args.objective, label_key=args.labels_key,
-        batch_key=args.batch_key, triplet_margin=args.triplet_margin, triplet_mining=args.triplet_mining,
+        batch_key=args.batch_key, balanced=not args.no_balance, triplet_margin=args.triplet_margin, triplet_mining=args.triplet_mining,
         adversarial_weight=args.adversarial_weight, reversal_strength=args.reversal_strength,
         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, lora_targets=args.lora_targets,
         freeze_layers=args.freeze_layers, mask_ratio=args.mask_ratio, max_steps=args.max_steps, epochs=args.epochs,

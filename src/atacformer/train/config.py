@@ -143,6 +143,9 @@ class TrainConfig:
         ``obs`` columns of the fine-tuning labels (``triplet``, ``classify``) and of the
         batches (``batch-adversarial``). Cells whose value is missing are left out of that
         loss.
+    balanced
+        ``classify``: weight each label's loss by its inverse frequency (every label counts
+        alike, as macro-F1 does); False: plain cross-entropy.
     triplet_margin, triplet_mining
         ``triplet``: the margin of ``TripletMarginLoss(p=2)`` and the mining
         (``batch-hard``, ``semi-hard``, ``random``).
@@ -233,6 +236,7 @@ class TrainConfig:
     objective: str | None = None
     init_from: str | None = None
     batch_key: str | None = None
+    balanced: bool = True
     triplet_margin: float = 1.0
     triplet_mining: str = "semi-hard"
     adversarial_weight: float = 1.0
@@ -410,7 +414,8 @@ class TrainConfig:
         ``model_overrides``."""
         kw = {} if self.init_from else self._preset_model()
         if self.objective in FINETUNE_OBJECTIVES:
-            kw.update(finetune_objective=self.objective, triplet_margin=float(self.triplet_margin),
+            kw.update(finetune_objective=self.objective, balanced=bool(self.balanced),
+                      triplet_margin=float(self.triplet_margin),
                       triplet_mining=self.triplet_mining, adversarial_weight=float(self.adversarial_weight),
                       reversal_strength=float(self.reversal_strength))
         if self.lora_rank:

@@ -88,6 +88,10 @@ class AtacformerConfig(ModelConfig):
     label_names, batch_names
         Class names of the fine-tuning labels (the head's outputs, in order) and of the
         batches of ``"batch-adversarial"``.
+    balanced
+        ``"classify"``: weight each label's cross-entropy by the inverse of its frequency in the
+        training cells (every label counts alike, as macro-F1 does); the weights are saved
+        with the model.
     triplet_margin, triplet_mining
         ``TripletMarginLoss(margin, p=2)`` and how each anchor's positive and negative are
         picked in a batch: ``"batch-hard"`` (farthest positive, nearest negative),
@@ -141,6 +145,7 @@ class AtacformerConfig(ModelConfig):
     l2_normalize: bool = False
     finetune_objective: str | None = None
     label_names: list | None = None
+    balanced: bool = True
     batch_names: list | None = None
     triplet_margin: float = 1.0
     triplet_mining: str = "semi-hard"

@@ -185,6 +185,8 @@ class AtacformerForFinetuning(_AtacformerLoading, nn.Module):
             if len(config.label_names or []) < 2:
                 raise ValueError(f"a classification head needs at least 2 labels, got {config.label_names}")
             self.classifier = nn.Linear(d, len(config.label_names))
+            # per-label loss weights (set from the training cells; ones = plain cross-entropy)
+            self.register_buffer("label_weights", torch.ones(len(config.label_names)))
         if obj == "batch-adversarial":
             if len(config.batch_names or []) < 2:
                 raise ValueError(f"batch-adversarial fine-tuning needs at least 2 batches, got {config.batch_names}")
@@ -213,8 +215,8 @@ class AtacformerForFinetuning(_AtacformerLoading, nn.Module):
             logits = self.classifier(z)
             if labels is not None:
                 known = labels >= 0
-                loss = (F.cross_entropy(logits[known].float(), labels[known]) if known.any()
-                        else logits.sum() * 0.0)
+                loss = (F.cross_entropy(logits[known].float(), labels[known], weight=self.label_weights)
+                        if known.any() else logits.sum() * 0.0)
                 parts["classify"] = float(loss.detach())
         elif c.finetune_objective == "triplet" and labels is not None:
             # in the space the embedding is used in: unit length when the model says so

@@ -190,7 +190,7 @@ def _add_finetune(sub) -> None:
     a("--mask-ratio", type=float, help="fraction of each cell's tokens hidden (batch-adversarial; default: the "
       "base model's)")
     a("--max-steps", type=int, help="optimizer steps (default: --epochs passes, capped by --time-budget)")
-    a("--epochs", type=float, help="passes over the cells (default 10)")
+    a("--epochs", type=float, help="passes over the cells (default 10, at least 300 steps)")
     a("--time-budget", type=float, metavar="MINUTES", help="stop the plan at what fits (default 12)")
     a("--batch-size", type=int, help="cells per optimizer step over all ranks (default 128)")
     a("--grad-accum", type=int, default=1, help="micro-batches per step and rank")

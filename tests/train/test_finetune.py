@@ -101,8 +101,10 @@ def layered_base(schep, tmp_path_factory):
 @pytest.mark.parametrize("objective", ["triplet", "classify", "batch-adversarial"])
 def test_each_objective_lowers_its_loss_on_real_cells(schep, base_model, tmp_path, objective):
     out = tmp_path / objective
+    # from an untrained base, unit-length cells start almost alike: triplets need a larger step
+    lr = 1e-2 if objective == "triplet" else 2e-3
     summary = pretrain(TrainConfig(out=str(out), init_from=str(base_model), objective=objective, batch_key="batch",
-                                   max_steps=40, batch_size=64, lr=2e-3, **QUIET), data=schep)
+                                   max_steps=40, batch_size=64, lr=lr, **QUIET), data=schep)
     losses = [r["loss"] for r in read_metrics(out / "metrics.csv")]
     assert len(losses) == 40 and np.isfinite(losses).all()
     # batch-adversarial: a minimax sum (the reversed batch term does not fall); its profile part does

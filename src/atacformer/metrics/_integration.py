@@ -42,6 +42,7 @@ diffusion distances, so it reads a little differently.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 import numpy as np
 from anndata import AnnData
@@ -71,20 +72,36 @@ def _knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, dist
 
 
+@contextmanager
+def _quiet(name: str, level: int = logging.WARNING):
+    """Raise logger ``name``'s level for the duration (scib-metrics prints one INFO line per
+    label it skips); the caller's setting comes back afterwards."""
+    log = logging.getLogger(name)
+    old = log.level
+    log.setLevel(max(level, old))
+    try:
+        yield
+    finally:
+        log.setLevel(old)
+
+
 def _scib_scores(x, batch, labels, idx, dist, mixed: bool) -> dict:
     import scib_metrics as sm
     from scib_metrics.nearest_neighbors import NeighborsResults
 
     nn = NeighborsResults(indices=idx, distances=dist)
-    return {
-        "ilisi": sm.ilisi_knn(nn, batch, perplexity=idx.shape[1] // 3, scale=True),
-        "kbet": sm.kbet_per_label(nn.subset_neighbors(min(N_KBET, nn.n_neighbors)), batch, labels)
-        if mixed else np.nan,
-        "batch_asw": sm.silhouette_batch(x, labels, batch, rescale=True) if mixed else np.nan,
-        "graph_connectivity": sm.graph_connectivity(nn.subset_neighbors(min(N_GRAPH, nn.n_neighbors)), labels),
-        "label_asw": sm.silhouette_label(x, labels, rescale=True),
-        "clisi": sm.clisi_knn(nn, labels, perplexity=idx.shape[1] // 3, scale=True),
-    }
+    perplexity = nn.n_neighbors // 3
+    with _quiet("scib_metrics"):
+        return {
+            "ilisi": sm.ilisi_knn(nn, batch, perplexity=perplexity, scale=True),
+            "kbet": sm.kbet_per_label(nn.subset_neighbors(min(N_KBET, nn.n_neighbors)), batch, labels)
+            if mixed else np.nan,
+            "batch_asw": sm.silhouette_batch(x, labels, batch, rescale=True) if mixed else np.nan,
+            "graph_connectivity": sm.graph_connectivity(nn.subset_neighbors(min(N_GRAPH, nn.n_neighbors)),
+                                                        labels),
+            "label_asw": sm.silhouette_label(x, labels, rescale=True),
+            "clisi": sm.clisi_knn(nn, labels, perplexity=perplexity, scale=True),
+        }
 
 
 def _kbet_per_label(x, batch, labels) -> float:
@@ -140,6 +157,9 @@ def _mixed_labels(batch: np.ndarray, labels: np.ndarray) -> bool:
 
     per_label = pd.Series(batch).groupby(labels).nunique()
     if (per_label >= 2).any():
+        if (per_label < 2).any():
+            logger.info("integration_scores: %d of %d labels hold one batch; kbet and batch_asw "
+                        "average over the others", int((per_label < 2).sum()), per_label.size)
         return True
     logger.warning("integration_scores: no label holds cells of two batches (batch and label "
                    "confounded); kbet and batch_asw are NaN")

@@ -141,7 +141,10 @@ def test_interrupted_pretrain_says_how_to_resume(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "atacformer", "pretrain", "--data", str(SCHEP), "--out",
                              str(out), "--max-steps", "100000", "--save-every", "5", "--no-progress",
                              "--no-tensorboard", *TINY], env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            # as from a terminal: Ctrl-C's default handling, whatever a library in
+                            # this test process did to SIGINT (an ignored SIGINT is inherited)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300  # a loaded 2-core machine is slow to start a run
     while time.time() < deadline and not (out / "checkpoints").exists():
         time.sleep(0.1)

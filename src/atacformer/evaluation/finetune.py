@@ -67,14 +67,12 @@ def _train(out: Path, data, minutes: float, seed: int, **kw):
 
 
 def _query_clusters(query: AnnData, rep: str, seed: int) -> dict:
-    from atacformer import tools as tl
     from atacformer.metrics import clustering_scores
+    from atacformer.metrics._evaluate import cluster_at_k, labelled_view
 
-    labels = query.obs[LABEL_KEY].astype(str).to_numpy()
-    view = AnnData(obs=pd.DataFrame(index=query.obs_names))
-    view.obsm[rep] = np.asarray(query.obsm[rep])
-    tl.cluster(view, rep, "leiden", n_clusters=len(np.unique(labels)), key_added="_q", seed=seed)
-    s = clustering_scores(labels, view.obs["_q"].astype(str).to_numpy())
+    view = labelled_view(query, rep, LABEL_KEY)  # the one protocol's cells and Leiden at k
+    labels = view.obs[LABEL_KEY].to_numpy()
+    s = clustering_scores(labels, cluster_at_k(view, rep, "leiden", len(np.unique(labels)), seed))
     return {"query_leiden_ari": float(s["ari"]), "query_leiden_nmi": float(s["nmi"])}
 
 

@@ -39,9 +39,9 @@ def rna_counts(adata: AnnData, gene_names, layer: str | None = None) -> sp.csr_m
     if found < 0.5 * len(want):
         logger.warning("only %d of the model's %d genes are in the RNA data; the others count as zero",
                        found, len(want))
-    cols = np.where(pos >= 0, pos, 0)
-    out = X[:, cols].tocsc()
-    out = sp.csr_matrix(out @ sp.diags((pos >= 0).astype(out.dtype)))
+    hit = np.flatnonzero(pos >= 0)  # (data gene -> model gene) selection matrix
+    select = sp.csr_matrix((np.ones(len(hit), X.dtype), (pos[hit], hit)), shape=(X.shape[1], len(want)))
+    out = sp.csr_matrix(X @ select)
     out.eliminate_zeros()
     return out
 

@@ -102,8 +102,7 @@ def align_rna(corpus_names, rna, exclude=None) -> tuple[sp.csr_matrix, np.ndarra
     rows = np.where(pos >= 0, pos, 0)
     out = X[rows]
     if (~(pos >= 0)).any():
-        out = sp.diags((pos >= 0).astype(np.float32)) @ out
-        out = sp.csr_matrix(out)
+        out = sp.csr_matrix(out.multiply((pos >= 0)[:, None].astype(np.float32)))
     out.eliminate_zeros()
     logger.info("paired RNA: %d of %d corpus cells trainable (%d genes)", int(mask.sum()), len(names), rna.n_vars)
     return out, mask

@@ -112,6 +112,15 @@ def read_genes(path, *, genome=None) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+def chrom_lengths(chroms, sizes: dict) -> np.ndarray:
+    """Length of each chromosome in ``chroms`` (int64; the int64 maximum where unknown)."""
+    mapped = pd.Series(np.asarray(chroms, dtype=object)).map(sizes)
+    out = np.full(len(mapped), np.iinfo(np.int64).max, dtype=np.int64)
+    known = mapped.notna().to_numpy()
+    out[known] = mapped[known].to_numpy(np.int64)
+    return out
+
+
 # -- shared per-block checks ---------------------------------------------------------------
 def _locate(path, block, line, check, error=InputFormatError) -> None:
     """:func:`locate_bad_line` that passes over ``#`` comment lines."""
@@ -145,7 +154,7 @@ def _check_genome(path, block, line, genome, chroms, ends, chrom_field, end_of, 
                         lambda f, bad=c: (f"chromosome is not in genome {genome.name}",
                                           f[chrom_field]) if is_gene(f) and normalize_chrom(f[chrom_field]) == bad
                         else None, error=GenomeMismatchError)
-    length = pd.Series(chroms).map(sizes).fillna(np.iinfo(np.int64).max).to_numpy(np.int64)
+    length = chrom_lengths(chroms, sizes)
     if (ends > length).any():
         def over(f):
             c = normalize_chrom(f[chrom_field])

@@ -45,6 +45,7 @@ import scipy.sparse as sp
 
 from atacformer.errors import GenomeMismatchError, InputFormatError
 from atacformer.genome import get_genome, normalize_chroms
+from atacformer.io.genes import chrom_lengths
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,7 @@ def gene_windows(genes: pd.DataFrame, *, chrom_sizes: dict | None = None, window
     df = pd.concat(parts, ignore_index=True)
     df["start"] = np.maximum(df["start"].to_numpy(), 0)
     if chrom_sizes is not None:
-        length = df["chrom"].map(chrom_sizes).fillna(np.iinfo(np.int64).max).to_numpy(np.int64)
-        df["end"] = np.minimum(df["end"].to_numpy(), length)
+        df["end"] = np.minimum(df["end"].to_numpy(), chrom_lengths(df["chrom"], chrom_sizes))
     df = df[df["end"] > df["start"]]
     return df.sort_values(["gene", "side", "rank"], ascending=[True, False, True], kind="stable")[
         _WINDOW_COLUMNS].reset_index(drop=True)

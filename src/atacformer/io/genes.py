@@ -49,6 +49,8 @@ def _attribute(values, key: str) -> pd.Series:
     for pattern in (rf'(?:^|;)\s*{key}\s+"(?P<v>[^"]*)"', rf'(?:^|;)\s*{key}\s+(?P<v>[^;\s"]+)'):
         v = pc.struct_field(pc.extract_regex(arr, pattern), [0])
         found = v if found is None else pc.coalesce(found, v)
+        if found.null_count == 0:  # the unquoted form is only looked for where the quoted one is absent
+            break
     return pd.Series(found.to_numpy(zero_copy_only=False), dtype=object)
 
 

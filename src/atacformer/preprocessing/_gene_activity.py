@@ -51,7 +51,6 @@ log = logging.getLogger(__name__)
 
 #: ``(near, far, weight)`` of each window, in bp from the TSS, on both sides.
 WINDOWS = ((0, 10_000, 1 / 2), (10_000, 20_000, 1 / 3), (20_000, 50_000, 1 / 6))
-_WINDOW_COLUMNS = ["gene", "chrom", "start", "end", "weight", "side", "rank"]
 
 
 def _check_windows(windows) -> list[tuple[int, int, float]]:
@@ -105,26 +104,29 @@ def gene_windows(genes: pd.DataFrame, *, chrom_sizes: dict | None = None, window
     chroms = np.asarray(genes["chrom"], dtype=object)
     B = np.where(plus, start, end)  # the TSS boundary: downstream begins at B, upstream ends there
     ext = np.maximum(end - start - win[0][1], 0) if gene_body else np.zeros(len(start), np.int64)
-    parts = []
-    for rank, (near, far, weight) in enumerate(win):
-        for side in ("upstream", "downstream"):
-            lo = np.full(len(B), near, np.int64)  # distances from B, away from the gene for upstream
-            hi = np.full(len(B), far, np.int64)
-            if side == "downstream":
-                hi = hi + ext
-                lo = lo + (ext if rank > 0 else 0)
-                s, e = np.where(plus, B + lo, B - hi), np.where(plus, B + hi, B - lo)
-            else:
-                s, e = np.where(plus, B - hi, B + lo), np.where(plus, B - lo, B + hi)
-            parts.append(pd.DataFrame({"gene": np.arange(len(B)), "chrom": chroms, "start": s, "end": e,
-                                       "weight": weight, "side": side, "rank": rank}))
-    df = pd.concat(parts, ignore_index=True)
-    df["start"] = np.maximum(df["start"].to_numpy(), 0)
+    n, k = len(B), len(win)
+    near = np.array([w[0] for w in win], np.int64)
+    far = np.array([w[1] for w in win], np.int64)
+    # distances from B, away from the gene upstream and into it downstream; (genes, windows)
+    up_lo, up_hi = np.broadcast_to(near, (n, k)), np.broadcast_to(far, (n, k))
+    down_lo = near + np.where(np.arange(k) > 0, 1, 0) * ext[:, None]  # the first keeps its near end
+    down_hi = far + ext[:, None]
+    p = plus[:, None]
+    b = B[:, None]
+    s = np.concatenate([np.where(p, b - up_hi, b + up_lo), np.where(p, b + down_lo, b - down_hi)], axis=1)
+    e = np.concatenate([np.where(p, b - up_lo, b + up_hi), np.where(p, b + down_hi, b - down_lo)], axis=1)
+    s = np.maximum(s, 0).ravel()  # gene-major: a gene's upstream windows, then its downstream ones
+    e = e.ravel()
+    gene = np.repeat(np.arange(n), 2 * k)
+    chrom = chroms[gene]
     if chrom_sizes is not None:
-        df["end"] = np.minimum(df["end"].to_numpy(), chrom_lengths(df["chrom"], chrom_sizes))
-    df = df[df["end"] > df["start"]]
-    return df.sort_values(["gene", "side", "rank"], ascending=[True, False, True], kind="stable")[
-        _WINDOW_COLUMNS].reset_index(drop=True)
+        e = np.minimum(e, chrom_lengths(chrom, chrom_sizes))
+    keep = e > s
+    weights = np.array([w[2] for w in win] * 2)
+    return pd.DataFrame({"gene": gene[keep], "chrom": chrom[keep], "start": s[keep], "end": e[keep],
+                         "weight": np.tile(weights, n)[keep],
+                         "side": np.tile(np.repeat(["upstream", "downstream"], k), n)[keep],
+                         "rank": np.tile(np.arange(2 * k) % k, n)[keep]})
 
 
 def _genes_table(genes, genome) -> pd.DataFrame:
@@ -305,7 +307,7 @@ def gene_activity(data, genes, *, genome=None, mode: str = "fragment", barcodes=
     _warn_empty_chroms(X, gt, kind)
     var = gt[["gene_id", "chrom", "start", "end", "strand"]].copy()
     var["tss"] = np.where(gt["strand"].to_numpy() == "+", gt["start"].to_numpy(), gt["end"].to_numpy() - 1)
-    var.index = ad.utils.make_index_unique(pd.Index(gt["gene_name"].astype(str).to_numpy()))
+    var.index = _unique_names(gt["gene_name"].astype(str).to_numpy())
     obs.index = obs.index.astype(str)
     out = ad.AnnData(X=X, obs=obs, var=var)
     out.uns["gene_activity"] = {
@@ -315,6 +317,20 @@ def gene_activity(data, genes, *, genome=None, mode: str = "fragment", barcodes=
         "input": kind, "genome": g.name if g is not None else "",
         "tss": "gene start on '+', end - 1 on '-' (0-based)",
     }
+    return out
+
+
+def _unique_names(names) -> pd.Index:
+    """Repeated names get ``-1``, ``-2``... in order (as ``AnnData.var_names_make_unique``)."""
+    idx = pd.Index(names, dtype=object)
+    if idx.is_unique:
+        return idx
+    rank = pd.Series(idx).groupby(idx).cumcount().to_numpy()
+    out = pd.Index(np.where(rank > 0, idx.to_numpy() + "-" + rank.astype(str), idx.to_numpy()), dtype=object)
+    if not out.is_unique:  # a suffixed name met an existing one ("A-1" in the file): anndata's slow path
+        import anndata as ad
+
+        out = ad.utils.make_index_unique(idx)
     return out
 
 

@@ -37,7 +37,7 @@ GENE_COLUMNS = ["chrom", "start", "end", "strand", "gene_name", "gene_id"]
 _GTF_COLS = ["seqname", "source", "feature", "start", "end", "score", "strand", "frame", "attributes"]
 _GTF_DESC = "GTF: seqname source feature start end score strand frame attributes"
 _BED_DESC = "genes BED: chrom start end name id strand"
-_BLOCK = 32 << 20  # pyarrow parses large blocks best
+_BLOCK = 8 << 20  # large enough for pyarrow's threads, small enough not to matter in memory
 
 
 def _attribute(values, key: str) -> pd.Series:

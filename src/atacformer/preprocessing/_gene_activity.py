@@ -125,7 +125,8 @@ def gene_windows(genes: pd.DataFrame, *, chrom_sizes: dict | None = None, window
     weights = np.array([w[2] for w in win] * 2)
     return pd.DataFrame({"gene": gene[keep], "chrom": chrom[keep], "start": s[keep], "end": e[keep],
                          "weight": np.tile(weights, n)[keep],
-                         "side": np.tile(np.repeat(["upstream", "downstream"], k), n)[keep],
+                         "side": pd.Categorical.from_codes(np.tile(np.repeat([0, 1], k), n)[keep],
+                                                           ["upstream", "downstream"]),
                          "rank": np.tile(np.arange(2 * k) % k, n)[keep]})
 
 

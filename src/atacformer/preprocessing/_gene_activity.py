@@ -8,18 +8,15 @@ and the TSS-window counts of Pliner 2018 (Cicero)::
 
 Window geometry (``windows=((0, 10_000, 1/2), (10_000, 20_000, 1/3), (20_000, 50_000, 1/6))``,
 ``gene_body=True``; all intervals 0-based half-open). For a ``+`` gene ``[start, end)`` the
-TSS is base ``start``; let ``B = start`` and ``ext = max(0, (end - start) - 10_000)``:
+TSS is base ``start``; let ``B = start`` and ``ext = max(0, (end - start) - 10_000)``::
 
-====================  ==================================  ======
-window                interval                            weight
-====================  ==================================  ======
-upstream 0-10 kb      ``[B - 10_000, B)``                 1/2
-upstream 10-20 kb     ``[B - 20_000, B - 10_000)``        1/3
-upstream 20-50 kb     ``[B - 50_000, B - 20_000)``        1/6
-downstream 0-10 kb    ``[B, max(B + 10_000, end))``       1/2   (the gene body included)
-downstream 10-20 kb   ``[B + 10_000 + ext, B + 20_000 + ext)``  1/3
-downstream 20-50 kb   ``[B + 20_000 + ext, B + 50_000 + ext)``  1/6
-====================  ==================================  ======
+    window                 interval                                   weight
+    upstream   0-10 kb     [B - 10_000, B)                            1/2
+    upstream   10-20 kb    [B - 20_000, B - 10_000)                   1/3
+    upstream   20-50 kb    [B - 50_000, B - 20_000)                   1/6
+    downstream 0-10 kb     [B, max(B + 10_000, end))                  1/2  (the gene body included)
+    downstream 10-20 kb    [B + 10_000 + ext, B + 20_000 + ext)       1/3
+    downstream 20-50 kb    [B + 20_000 + ext, B + 50_000 + ext)       1/6
 
 so the first downstream window runs from the TSS to 10 kb past it or to the gene's end,
 whichever is further, and the next two windows (10 kb, then 30 kb) follow its far end. A
@@ -229,8 +226,9 @@ def gene_activity(data, genes, *, genome=None, mode: str = "fragment", barcodes=
     :mod:`atacformer.preprocessing._gene_activity` (by default 0-10, 10-20 and 20-50 kb on
     each side of the TSS, the gene body in the first downstream window, weighted 1/2, 1/3
     and 1/6). A fragments file is streamed once through the tokenizer
-    (:func:`~atacformer.tokenizers.tokenize_fragments`, the windows being its vocabulary),
-    so memory follows the cells x windows output, not the number of fragments.
+    (:func:`~atacformer.tokenizers.tokenize_fragments`, the windows being its vocabulary):
+    its memory is the cells x windows output plus a fixed working set, whatever the number
+    of fragments.
 
     Parameters
     ----------

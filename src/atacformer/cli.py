@@ -111,12 +111,19 @@ def cmd_embed(args) -> int:
 
     out = os.fspath(args.output)
     check_output_file(out, overwrite=args.overwrite, inputs=[args.input])
-    model, cells = _model_and_cells(args, "embed")
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else None)
-    adata = cells.to_anndata()
-    tl.embed(adata, model, batch_size=args.batch_size, device=device, progress=True)
+    if args.modality == "rna":
+        import anndata as ad
+
+        model = _load_model_folder(args.model)
+        adata = ad.read_h5ad(args.input)
+        tl.embed(adata, model, batch_size=args.batch_size, device=device, progress=True, modality="rna")
+    else:
+        model, cells = _model_and_cells(args, "embed")
+        adata = cells.to_anndata()
+        tl.embed(adata, model, batch_size=args.batch_size, device=device, progress=True)
     emb = adata.obsm["X_atacformer"]
     bad = ~np.isfinite(emb).all(1)
     if bad.all():
@@ -124,6 +131,27 @@ def cmd_embed(args) -> int:
                               "finite, or no cell has a token in its vocabulary); nothing was written")
     write_h5ad_atomic(adata, out)
     print(f"wrote {out}: {adata.n_obs} cells x {emb.shape[1]}-d embeddings in obsm['X_atacformer']"
+          + (f" ({int(bad.sum())} cells without a token in the vocabulary are NaN)" if bad.any() else ""))
+    return 0
+
+
+def cmd_impute(args) -> int:
+    from atacformer import tools as tl
+    from atacformer.errors import AtacformerError
+    from atacformer.tokenizers._cells import check_output_file, write_h5ad_atomic
+
+    out = os.fspath(args.output)
+    check_output_file(out, overwrite=args.overwrite, inputs=[args.input])
+    model, cells = _model_and_cells(args, "impute")
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else None)
+    pred = tl.impute(cells.to_anndata(), model, batch_size=args.batch_size, device=device, progress=True)
+    bad = ~np.isfinite(pred.X).all(1)
+    if bad.all():
+        raise AtacformerError(f"{args.model}: every imputed profile is NaN or infinite; nothing was written")
+    write_h5ad_atomic(pred, out)
+    print(f"wrote {out}: {pred.n_obs} cells x {pred.n_vars} genes of imputed log1p(counts / total * 1e4)"
           + (f" ({int(bad.sum())} cells without a token in the vocabulary are NaN)" if bad.any() else ""))
     return 0
 
@@ -234,7 +262,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--input-type", choices=["fragments", "matrix", "bed", "corpus"])
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when available)")
+    e.add_argument("--modality", choices=["atac", "rna"], default="atac",
+                   help="rna: INPUT is an RNA counts .h5ad embedded by a CRAFT model's RNA encoder into the space "
+                   "its ATAC cells share (default atac)")
     e.set_defaults(func=cmd_embed)
+
+    im = sub.add_parser("impute", help="RNA expression imputed from ATAC cells by a CRAFT model -> cells x genes",
+                        description="Tokenize INPUT with the CRAFT model's vocabulary and predict each cell's "
+                        "log1p(counts / total * 1e4) expression of the model's genes from its ATAC embedding.")
+    im.add_argument("model", metavar="MODEL_DIR", help="CRAFT model folder (atacformer craft -o DIR: DIR/model)")
+    im.add_argument("input", metavar="INPUT", help="ATAC cells: fragments file, .h5ad peak matrix, or a corpus")
+    im.add_argument("-o", "--output", required=True, help="OUT.h5ad (never one of the inputs)")
+    im.add_argument("--overwrite", action="store_true", help="replace an existing OUT.h5ad")
+    im.add_argument("--genome", default=None, help="genome to check coordinates against (default: the model's)")
+    im.add_argument("--barcodes", help="barcode whitelist (fragments inputs)")
+    im.add_argument("--min-fragments", type=int, default=0)
+    im.add_argument("--input-type", choices=["fragments", "matrix", "bed", "corpus"])
+    im.add_argument("--batch-size", type=int, default=64)
+    im.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when available)")
+    im.set_defaults(func=cmd_impute)
 
     a = sub.add_parser("annotate", help="cell types for a query: kNN vote of a labelled reference, or the "
                        "model's classifier", description="Tokenize QUERY (and --reference) with the model's own "

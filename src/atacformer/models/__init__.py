@@ -2,6 +2,8 @@
 
 - :mod:`~atacformer.models.atacformer`: Atacformer, replaced-token detection over region
   tokens (LeRoy 2025); loads published geniml checkpoints unchanged.
+- :mod:`~atacformer.models.craft`: CRAFT, a contrastive RNA-ATAC dual encoder with a
+  Geneformer-style RNA encoder and an RNA decoder (LeRoy 2025, ch. 5).
 - :mod:`~atacformer.models.masked_bin`: The masked-bin model with per-chromosome
   (or per-region-class) ``<eos>`` decoding (Ge 2025).
 
@@ -32,6 +34,7 @@ from atacformer.models.atacformer import (
     replace_tokens,
     reverse_gradient,
 )
+from atacformer.models.craft import CraftConfig, CraftModel
 from atacformer.models.masked_bin import (
     MaskedBinCollator,
     MaskedBinConfig,
@@ -47,6 +50,8 @@ __all__ = [
     "AtacformerForProfileReconstruction",
     "AtacformerForReplacedTokenDetection",
     "AtacformerModel",
+    "CraftConfig",
+    "CraftModel",
     "MaskedBinCollator",
     "MaskedBinConfig",
     "MaskedBinForPretraining",

@@ -157,6 +157,7 @@ def load_model(path_or_repo_id, *, map_location="cpu", merge_adapters: bool = Fa
         AtacformerForProfileReconstruction, AtacformerForReplacedTokenDetection, AtacformerModel,
         is_geniml_config,
     )
+    from atacformer.models.craft import CraftConfig, CraftModel
     from atacformer.models.masked_bin.configuration_masked_bin import MaskedBinConfig
     from atacformer.models.masked_bin.modeling_masked_bin import MaskedBinForPretraining, MaskedBinModel
 
@@ -176,6 +177,7 @@ def load_model(path_or_repo_id, *, map_location="cpu", merge_adapters: bool = Fa
         AtacformerConfig.model_type: (AtacformerModel, AtacformerForFinetuning, AtacformerForProfileReconstruction,
                                       AtacformerForReplacedTokenDetection),
         MaskedBinConfig.model_type: (MaskedBinModel, MaskedBinForPretraining),
+        CraftConfig.model_type: (CraftModel,),
     }
     mt = meta.get("model_type")
     if mt not in kinds:

@@ -6,6 +6,7 @@ Every function takes an AnnData first and writes into named slots (``obsm``, ``o
 
 from atacformer.tools._annotate import annotate, annotation_scores
 from atacformer.tools._cluster import cluster
+from atacformer.tools._craft import impute, train_craft
 from atacformer.tools._embed import embed, region_embeddings
 from atacformer.tools._finetune import finetune
 from atacformer.tools._lsi import lsi
@@ -20,12 +21,14 @@ __all__ = [
     "cluster",
     "embed",
     "finetune",
+    "impute",
     "lsi",
     "neighbors",
     "project_umap",
     "region_embeddings",
     "scembed",
     "scembed_project",
+    "train_craft",
     "transfer_labels",
     "umap",
 ]

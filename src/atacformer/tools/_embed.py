@@ -96,6 +96,7 @@ def embed(
     out_path=None,
     progress: bool = False,
     key_added: str = "X_atacformer",
+    modality: str = "atac",
     copy: bool = False,
 ) -> AnnData | None:
     """Embed every cell of ``adata`` with a pretrained model into ``obsm[key_added]``.
@@ -111,7 +112,7 @@ def embed(
         Tokenized cells (columns = the model's regions), in memory or opened
         ``backed="r"``.
     model
-        Any atacformer model (see :func:`atacformer.models.load_model`).
+        Any atacformer model (see :func:`atacformer.models.load_model`), or its folder.
     layer
         Read tokens from ``layers[layer]`` instead of ``X``.
     batch_size, device, max_length
@@ -134,6 +135,10 @@ def embed(
         Show a progress bar.
     key_added
         ``obsm`` key; ``uns[key_added]`` records the settings.
+    modality
+        ``"atac"`` (cells x regions) or, with a CRAFT model, ``"rna"``: RNA counts (cells x
+        genes, matched to the model's genes by name) put into the same shared space as the
+        ATAC cells.
     copy
         Work on a copy and return it.
 
@@ -149,9 +154,16 @@ def embed(
     >>> adata.obsm["X_atacformer"].shape                 # doctest: +SKIP
     (533, 64)
     """
-    from atacformer.models import embed_cells
+    from atacformer.models import embed_cells, load_model
 
     adata = adata.copy() if copy else adata
+    if isinstance(model, (str, Path)):
+        model = load_model(model)
+    if modality not in ("atac", "rna"):
+        raise ValueError(f"modality must be 'atac' or 'rna', got {modality!r}")
+    if modality == "rna":
+        _embed_rna(adata, model, layer, batch_size, device, progress, key_added)
+        return adata if copy else None
     _check_columns(adata, model)
     settings = embedding_settings(model)
     pooling = pooling or settings["pooling"]
@@ -192,6 +204,19 @@ def embed(
     adata.uns[key_added] = info
     logger.info("embedded %d cells into obsm[%r] (%d dims)", n, key_added, out.shape[1])
     return adata if copy else None
+
+
+def _embed_rna(adata: AnnData, model, layer, batch_size, device, progress, key_added) -> None:
+    from atacformer.models import CraftModel
+    from atacformer.models.craft.inference import embed_rna_cells
+    from atacformer.tools._craft import rna_counts
+
+    if not isinstance(model, CraftModel):
+        raise ValueError(f"modality='rna' needs a CRAFT model (atacformer craft), got {type(model).__name__}")
+    X = rna_counts(adata, model.config.gene_names, layer)
+    adata.obsm[key_added] = embed_rna_cells(model, X, batch_size=batch_size, device=device, progress=progress)
+    adata.uns[key_added] = {"modality": "rna", "space": "craft", "n_genes": len(model.config.gene_names)}
+    logger.info("embedded %d RNA cells into obsm[%r]", adata.n_obs, key_added)
 
 
 def region_embeddings(

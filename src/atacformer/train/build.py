@@ -18,7 +18,7 @@ from atacformer.models import (
     AtacformerConfig, AtacformerForFinetuning, AtacformerForProfileReconstruction,
     AtacformerForReplacedTokenDetection, MaskedBinForPretraining,
 )
-from atacformer.train.config import FINETUNE_OBJECTIVES, TrainConfig
+from atacformer.train.config import FINETUNE_OBJECTIVES, PAIRED_OBJECTIVES, TrainConfig
 from atacformer.vocab import Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,11 @@ class ModelInputs:
         Number of classes of each label, and their names (in code order).
     base_state
         The ``init_from`` model's weights (read once per run), else None.
+    cell_mask
+        (n_cells,) bool: the corpus cells to train on (``craft``: paired with RNA and not
+        excluded), else None (all).
+    rna_medians
+        ``craft``: each gene's non-zero median over the trainable cells (rank encoding).
     sample
         Cells x regions CSR of the training cells (all of them, or a seeded sample of
         :data:`STATS_CELLS`) when a switch needs data statistics (token frequencies, IDF,
@@ -59,6 +64,8 @@ class ModelInputs:
     names: dict[str, list[str]] = field(default_factory=dict)
     sample: object = None
     base_state: dict | None = None
+    cell_mask: np.ndarray | None = None
+    rna_medians: np.ndarray | None = None
 
     def open_fraction(self) -> np.ndarray:
         """(n_regions,) fraction of the sampled cells in which each region is open."""
@@ -103,15 +110,20 @@ def load_dna_table(path, n_bins: int) -> np.ndarray:
     return arr[:n_bins]
 
 
-def model_inputs(cfg: TrainConfig, corpus) -> ModelInputs:
-    """Gather the vocabulary, region classes, DNA table and labels a run's model needs."""
+def model_inputs(cfg: TrainConfig, corpus, rna=None) -> ModelInputs:
+    """Gather the vocabulary, region classes, DNA table, labels and paired RNA a run's model
+    needs (``rna``: an in-memory RNA AnnData instead of ``cfg.rna``)."""
     mi = ModelInputs(vocab=corpus.vocab)
     if _needs_statistics(cfg):
         mi.sample = statistics_sample(corpus, cfg.seed)
     if cfg.init_from:
         from atacformer.models import load_model
 
-        mi.base_state = load_model(cfg.init_from).state_dict()
+        base = load_model(cfg.init_from)
+        prefix = "" if not getattr(base, "is_base_model", False) else "atacformer."
+        mi.base_state = {prefix + k: v for k, v in base.state_dict().items()}
+    if cfg.objective in PAIRED_OBJECTIVES:
+        paired_rna(cfg, corpus, mi, rna)
     if cfg.objective in FINETUNE_OBJECTIVES:
         wanted = [("batch_labels", cfg.batch_key)] if cfg.objective == "batch-adversarial" else \
             [("labels", cfg.label_key)]
@@ -140,6 +152,53 @@ def model_inputs(cfg: TrainConfig, corpus) -> ModelInputs:
             raise ValueError(f"supervised=True but no corpus has obs[{cfg.label_key!r}] or "
                              f"obs[{cfg.organ_key!r}] labels")
     return mi
+
+
+def paired_rna(cfg: TrainConfig, corpus, mi: ModelInputs, rna=None) -> None:
+    """The RNA counts of the corpus cells (``mi.labels["rna"]``), their genes, the cells to
+    train on and the genes' non-zero medians. With ``rna_base``, genes outside its token
+    dictionary are left out."""
+    from atacformer.models.craft import gene_nonzero_medians
+    from atacformer.train.paired import align_rna, corpus_cell_names, excluded_cells, read_rna
+
+    adata = read_rna(rna if rna is not None else cfg.rna)
+    if cfg.rna_base:
+        from atacformer.models.craft import load_bert_checkpoint
+
+        tokens = load_bert_checkpoint(cfg.rna_base)[2]
+        known = gene_keys(adata, tokens)
+        if not known.any():
+            raise ValueError(f"{cfg.rna_base}: no gene of the RNA data (e.g. {list(adata.var_names[:3])}) is in "
+                             "the checkpoint's token dictionary (by name or by a var 'gene_ids' column)")
+        logger.info("%d of %d genes are in the RNA checkpoint's vocabulary", int(known.sum()), adata.n_vars)
+        adata = adata[:, known]
+    X, mask = align_rna(corpus_cell_names(corpus), adata, excluded_cells(cfg.exclude_cells))
+    if not mask.any():
+        raise ValueError("no training cell has an RNA partner (cells are paired by obs_names)")
+    mi.labels["rna"] = X
+    mi.names["rna_genes"] = [str(g) for g in adata.var_names]
+    mi.cell_mask = mask
+    mi.rna_medians = gene_nonzero_medians(X[np.flatnonzero(mask)])
+    if cfg.rna_base:
+        mi.names["rna_gene_keys"] = [str(k) for k in gene_key_values(adata, tokens)]
+
+
+def _gene_id_columns(adata) -> list:
+    return [c for c in ("gene_ids", "gene_id", "ensembl_id") if c in adata.var.columns]
+
+
+def gene_keys(adata, tokens: dict) -> np.ndarray:
+    """Which genes of ``adata`` a token dictionary knows (by name, else by a gene-id column)."""
+    return np.array([k in tokens for k in gene_key_values(adata, tokens)], dtype=bool)
+
+
+def gene_key_values(adata, tokens: dict) -> list:
+    """Each gene's key in a token dictionary: its name when known, else its id column's value."""
+    out = list(map(str, adata.var_names))
+    for col in _gene_id_columns(adata):
+        ids = adata.var[col].astype(str).to_numpy()
+        out = [n if n in tokens else (i if i in tokens else n) for n, i in zip(out, ids)]
+    return out
 
 
 def finetune_labels(corpus, key: str) -> tuple[np.ndarray, list[str]]:
@@ -231,6 +290,8 @@ def build_model(cfg: TrainConfig, mi: ModelInputs, seed: int | None = None):
             config = base.replace(**kw)
         else:
             config = AtacformerConfig.for_vocab(mi.vocab, **kw)
+        if cfg.objective in PAIRED_OBJECTIVES:
+            return build_craft(cfg, mi, config)
         model = cls(config, vocab=mi.vocab)
         if mi.sample is not None:
             initialise_from_data(model, cfg, mi)
@@ -248,6 +309,46 @@ def build_model(cfg: TrainConfig, mi: ModelInputs, seed: int | None = None):
     kw.setdefault("num_organs", mi.n_classes.get("organ", 0))
     return MaskedBinForPretraining.from_vocab(mi.vocab, bin_classes=mi.bin_classes, class_names=mi.class_names,
                                               dna_embeddings=mi.dna, **kw)
+
+
+#: The RNA encoder CRAFT builds when no checkpoint is given: small enough for a CPU (with d 128 and
+#: two layers a step of 128 sci-CAR cells, ~540 gene tokens each, took 7x longer).
+RNA_ENCODER_DEFAULTS = dict(hidden_size=64, num_layers=1, num_heads=4, intermediate_size=128, activation="relu",
+                            dropout=0.0, layer_norm_eps=1e-12)
+MAX_GENES = 2048
+
+
+def build_craft(cfg: TrainConfig, mi: ModelInputs, atac_config: AtacformerConfig):
+    """A CRAFT model: the ATAC encoder of ``atac_config`` (with the ``init_from`` weights) and
+    an RNA encoder from ``rna_base`` or newly initialised over the training genes."""
+    from atacformer.models.craft import RNA_SPECIAL_TOKENS, CraftConfig, CraftModel, load_bert_checkpoint
+
+    genes = mi.names["rna_genes"]
+    medians = mi.rna_medians
+    state = None
+    if cfg.rna_base:
+        rna_kw, state, tokens, ckpt_medians = load_bert_checkpoint(cfg.rna_base)
+        keys = mi.names["rna_gene_keys"]
+        token_ids = [int(tokens[k]) for k in keys]
+        if ckpt_medians:  # the checkpoint's own normalisation where it has one
+            medians = np.array([float(ckpt_medians.get(k, m)) for k, m in zip(keys, medians)])
+        n_special = 1 if rna_kw["cls_token_id"] is not None else 0
+        max_genes = min(MAX_GENES, rna_kw["max_positions"] - n_special)
+    else:
+        n_special = len(RNA_SPECIAL_TOKENS)
+        token_ids = list(range(n_special, n_special + len(genes)))
+        max_genes = min(MAX_GENES, len(genes))
+        rna_kw = dict(RNA_ENCODER_DEFAULTS, vocab_size=n_special + len(genes), max_positions=max_genes + 1,
+                      pad_token_id=RNA_SPECIAL_TOKENS.index("<pad>"), cls_token_id=RNA_SPECIAL_TOKENS.index("<cls>"))
+    config = CraftConfig(atac=atac_config.to_dict(), rna=rna_kw, gene_names=list(genes), gene_token_ids=token_ids,
+                         max_genes=max_genes)
+    model = CraftModel(config, vocab=mi.vocab)
+    model.gene_medians.copy_(torch.as_tensor(medians, dtype=torch.float64))
+    if state is not None:
+        model.rna_encoder.load_state_dict(state)
+    if mi.base_state is not None:
+        _transfer_base_weights(model, mi.base_state)
+    return model
 
 
 def initialise_from_data(model, cfg: TrainConfig, mi: ModelInputs) -> None:
@@ -278,6 +379,11 @@ def describe(model) -> str:
     """One line: class, parameter count, main sizes."""
     n = sum(p.numel() for p in model.parameters())
     c = model.config
+    if hasattr(model, "rna_encoder"):  # CRAFT: the two towers
+        a, r = c.atac, c.rna
+        return (f"{type(model).__name__}: {n / 1e6:.2f}M parameters; ATAC d={a['hidden_size']}, "
+                f"{a['num_layers']} layers, context {a['max_length']}; RNA d={r['hidden_size']}, {r['num_layers']} "
+                f"layers, {c.max_genes} genes; shared space {c.projection_dim}")
     return (f"{type(model).__name__}: {n / 1e6:.2f}M parameters, d={c.hidden_size}, "
             f"{c.num_layers} layers, context {c.max_length}")
 

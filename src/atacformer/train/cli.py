@@ -221,6 +221,48 @@ def cmd_finetune(args) -> int:
     return _train(cfg, args.out)
 
 
+def _add_craft(sub) -> None:
+    p = sub.add_parser(
+        "craft", help="train CRAFT, a contrastive RNA-ATAC dual encoder, on paired (multiome) cells",
+        description="Train CRAFT (LeRoy 2025): an ATAC encoder (new, or --base: a model folder of ours or "
+        "geniml's) and a Geneformer-style RNA encoder (new, or --rna-base: a local BERT / Geneformer checkpoint "
+        "folder) projected into one space by a CLIP loss, plus an RNA decoder from the ATAC embedding. Cells are "
+        "paired by obs_names. OUT receives the run and OUT/model: `atacformer embed OUT/model ATAC.h5ad` and "
+        "`atacformer embed OUT/model RNA.h5ad --modality rna` put both modalities in the shared space; "
+        "`atacformer impute OUT/model ATAC.h5ad` predicts expression.")
+    a = p.add_argument
+    a("--atac", required=True, metavar="ATAC.h5ad", help="ATAC cells: peak matrix .h5ad (or a fragments file / "
+      "corpus with --base)")
+    a("--rna", required=True, metavar="RNA.h5ad", help="RNA counts of the same cells (raw integer counts)")
+    a("-o", "--out", required=True, metavar="DIR", help="output folder (new or empty; --resume / --overwrite)")
+    a("--base", metavar="MODEL", help="ATAC encoder to start from (the cells are tokenized into its vocabulary)")
+    a("--rna-base", metavar="DIR", help="local BERT / Geneformer checkpoint folder for the RNA encoder "
+      "(config.json, weights, token dictionary; gene medians when present)")
+    a("--exclude-cells", metavar="FILE", help="cell names (one per line) never trained on, e.g. a held-out set")
+    a("--max-steps", type=int, help="optimizer steps (default: --epochs passes, capped by --time-budget)")
+    a("--epochs", type=float, help="passes over the paired cells (default 40, at least 300 steps)")
+    a("--time-budget", type=float, metavar="MINUTES", help="stop the plan at what fits (default 12)")
+    a("--batch-size", type=int, help="paired cells per step, the contrastive batch (default 128)")
+    a("--lr", type=float, help="peak learning rate (default 1e-3)")
+    a("--seed", type=int, default=0)
+    a("--resume", action="store_true", help="continue from the last checkpoint in OUT")
+    a("--overwrite", action="store_true", help="replace an earlier run in OUT")
+    a("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    a("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_craft)
+
+
+def cmd_craft(args) -> int:
+    from atacformer.train.config import TrainConfig
+
+    cfg = TrainConfig(
+        data=[args.atac], out=args.out, objective="craft", init_from=args.base, rna=args.rna, rna_base=args.rna_base,
+        exclude_cells=args.exclude_cells, max_steps=args.max_steps, epochs=args.epochs,
+        time_budget=args.time_budget, batch_size=args.batch_size, lr=args.lr, seed=args.seed, resume=args.resume,
+        overwrite=args.overwrite, device=args.device, progress=not args.no_progress, tensorboard=False)
+    return _train(cfg, args.out)
+
+
 def _train(cfg, out) -> int:
     from atacformer.train.trainer import pretrain
 
@@ -262,7 +304,8 @@ def cmd_experiment(args) -> int:
 
 
 def add_train_commands(sub) -> None:
-    """Register ``pretrain``, ``finetune`` and ``experiment`` on the ``atacformer`` subcommand parser."""
+    """Register ``pretrain``, ``finetune``, ``craft`` and ``experiment`` on the ``atacformer`` subcommand parser."""
     _add_pretrain(sub)
     _add_finetune(sub)
+    _add_craft(sub)
     _add_experiment(sub)

@@ -254,10 +254,48 @@ class MaskedBinBatcher:
         return batch, len(sentences)
 
 
+class CraftBatcher:
+    """Micro-batches for :class:`~atacformer.models.CraftModel`: each cell's ATAC tokens (at
+    most ``max_length``, none hidden), its RNA as ranked gene tokens
+    (:func:`~atacformer.models.craft.rank_genes`) and, for the RNA decoder, its
+    log-normalised expression. ``labels["rna"]`` holds the cells' RNA counts (CSR).
+    """
+
+    def __init__(self, model, context: str = "random", order: str = "genomic"):
+        c = model.config
+        self.tokens = ProfileBatcher(model.atacformer.config.replace(hide_prob=0.0), context, order)
+        self.medians = model.gene_medians.detach().cpu().numpy()
+        self.gene_tokens = np.asarray(c.gene_token_ids, dtype=np.int64)
+        self.max_genes = c.max_genes
+        self.pad, self.cls = c.rna.get("pad_token_id", 0), c.rna.get("cls_token_id")
+        self.impute = bool(c.impute_weight)
+
+    def effective_lengths(self, n_tokens: np.ndarray) -> np.ndarray:
+        return self.tokens.effective_lengths(n_tokens)
+
+    def __call__(self, X, rng: np.random.Generator, labels: dict | None = None
+                 ) -> tuple[dict[str, torch.Tensor], int]:
+        """``(batch, weight)``; ``weight`` = cells."""
+        from atacformer.models.craft import log_normalise, rank_genes
+
+        batch, n = self.tokens(X, rng)
+        del batch["target_ids"]
+        rna = labels["rna"]
+        ranked = rank_genes(rna, self.medians, self.gene_tokens, self.max_genes, self.cls)
+        batch["rna_ids"], batch["rna_mask"] = pad_token_lists(ranked, self.pad)
+        if self.impute:
+            batch["rna_targets"] = torch.from_numpy(log_normalise(rna))
+        return batch, n
+
+
 def make_batcher(model, context: str, order: str, token_probs=None):
     """The batcher for a pretraining model (``token_probs``: replacement distribution of
     replaced-token detection, default uniform)."""
     from atacformer.models import AtacformerForFinetuning, AtacformerForProfileReconstruction
+    from atacformer.models.craft import CraftModel
+
+    if isinstance(model, CraftModel):
+        return CraftBatcher(model, context, order)
 
     if isinstance(model.config, MaskedBinConfig):
         return MaskedBinBatcher(model.config, model.bin_groups.cpu().numpy(), context, order)

@@ -20,7 +20,9 @@ MODELS = ("atacformer", "masked-bin")
 #: Pretraining objectives, then fine-tuning objectives (these start from ``init_from``).
 PRETRAINING_OBJECTIVES = ("rtd", "profile")
 FINETUNE_OBJECTIVES = ("triplet", "classify", "batch-adversarial")
-OBJECTIVES = PRETRAINING_OBJECTIVES + FINETUNE_OBJECTIVES
+#: Objectives on paired RNA + ATAC cells (the RNA side comes from ``rna``).
+PAIRED_OBJECTIVES = ("craft",)
+OBJECTIVES = PRETRAINING_OBJECTIVES + FINETUNE_OBJECTIVES + PAIRED_OBJECTIVES
 PRESETS = ("cpu", "debug", "small", "base")
 
 #: Model architecture per preset (fields of AtacformerConfig / MaskedBinConfig). ``base`` is
@@ -102,6 +104,10 @@ DEFAULT_RECIPE = "profile"
 #: 5e-4 and 5e-3).
 FINETUNE_TRAIN: dict[str, Any] = dict(epochs=10.0, min_steps=300, warmup_steps=20)
 
+#: Optimisation defaults of CRAFT (over the preset's): contrastive pairs of a few thousand cells
+#: need many passes; 1e-3 keeps the freshly initialised RNA encoder stable.
+CRAFT_TRAIN: dict[str, Any] = dict(epochs=40.0, min_steps=300, warmup_steps=30, lr=1e-3)
+
 #: Fields that may differ between the pieces of one resumed run (they do not change the
 #: numbers a step computes).
 RESUMABLE_FIELDS = frozenset({"max_steps", "epochs", "min_steps", "time_budget", "save_every", "keep_checkpoints",
@@ -135,7 +141,8 @@ class TrainConfig:
         vector, :class:`~atacformer.models.AtacformerForProfileReconstruction`) or ``"rtd"``
         (replaced-token detection, geniml's objective); fine-tuning
         (:class:`~atacformer.models.AtacformerForFinetuning`): ``"triplet"``,
-        ``"classify"`` or ``"batch-adversarial"``.
+        ``"classify"`` or ``"batch-adversarial"``; paired RNA + ATAC
+        (:class:`~atacformer.models.CraftModel`): ``"craft"``.
     init_from
         Start from this model folder (ours, or a geniml Atacformer folder): its architecture,
         vocabulary (the data is tokenized into it), weights and embedding settings. With a
@@ -158,6 +165,11 @@ class TrainConfig:
         LoRA adapters (``peft``) on the backbone, rank > 0 to enable (alpha default 2 x
         rank; targets default: the attention and feed-forward projections, or the token
         table of an encoder without layers); the backbone's own weights are frozen.
+    rna, rna_base, exclude_cells
+        ``craft``: the RNA counts (``.h5ad``, cells paired with the ATAC cells by
+        ``obs_names``), a local BERT / Geneformer checkpoint folder to start the RNA encoder
+        from (default: trained from scratch), and a file of cell names (one per line) never
+        trained on (held out for evaluation).
     freeze_layers
         Train only the last N encoder layers (the token table and earlier layers are
         frozen; 0: only the heads and the cell LayerNorm train).
@@ -248,6 +260,9 @@ class TrainConfig:
     lora_dropout: float = 0.0
     lora_targets: list[str] | None = None
     freeze_layers: int | None = None
+    rna: str | None = None
+    rna_base: str | None = None
+    exclude_cells: str | None = None
     replacement: str | None = None
     contrastive: float | None = None
     temperature: float = 0.1
@@ -353,6 +368,14 @@ class TrainConfig:
             if self.recipe or self.lsi_init or self.contrastive or self.replacement:
                 raise ValueError(f"recipe, lsi_init, contrastive and replacement are pretraining switches; "
                                  f"objective {self.objective!r} fine-tunes")
+        if self.objective in PAIRED_OBJECTIVES:
+            if self.model != "atacformer":
+                raise ValueError(f"objective {self.objective!r} trains an Atacformer ATAC encoder (--model atacformer)")
+            if self.recipe or self.lsi_init or self.contrastive or self.replacement:
+                raise ValueError(f"recipe, lsi_init, contrastive and replacement are pretraining switches; "
+                                 f"objective {self.objective!r} is contrastive RNA-ATAC training")
+        elif self.rna or self.rna_base:
+            raise ValueError(f"rna and rna_base are settings of objective 'craft' (objective is {self.objective!r})")
         if (self.lora_rank or self.freeze_layers is not None) and not self.init_from:
             raise ValueError("lora_rank and freeze_layers fine-tune a pretrained model: set init_from (the base "
                              "model folder)")
@@ -369,7 +392,8 @@ class TrainConfig:
         (``epochs`` / ``time_budget``); the trainer then fills it in.
         """
         changes: dict[str, Any] = {}
-        finetune = self.objective in FINETUNE_OBJECTIVES
+        paired = self.objective in PAIRED_OBJECTIVES
+        finetune = self.objective in FINETUNE_OBJECTIVES or paired
         if self.model == "atacformer":
             recipe = None if finetune else self.recipe or (None if self.objective == "rtd" else DEFAULT_RECIPE)
             fill = {**RECIPE_DEFAULTS, **(RECIPES[recipe] if recipe else {})}
@@ -380,7 +404,7 @@ class TrainConfig:
                 fill.update(lsi_init=False, pooling=None, remove_depth=None, l2_normalize=None)
             changes.update({k: v for k, v in fill.items() if getattr(self, k) is None})
             changes["recipe"] = recipe
-        train = {**TRAIN_PRESETS[self.preset], **(FINETUNE_TRAIN if finetune else {})}
+        train = {**TRAIN_PRESETS[self.preset], **(CRAFT_TRAIN if paired else FINETUNE_TRAIN if finetune else {})}
         changes.update({k: v for k, v in train.items() if getattr(self, k) is None and k not in changes})
         out = dataclasses.replace(self, **changes)
         if out.lora_rank and out.lora_alpha is None:

@@ -38,7 +38,7 @@ from atacformer.train.batching import MicroBatches, make_loader, part_rng, plan_
 from atacformer.errors import AtacformerError, OutputError
 from atacformer.train.build import build_model, describe, model_inputs, save_json, token_probabilities
 from atacformer.train.collate import make_batcher, torch_generator
-from atacformer.train.config import FINETUNE_OBJECTIVES, RESUMABLE_FIELDS, TrainConfig
+from atacformer.train.config import FINETUNE_OBJECTIVES, PAIRED_OBJECTIVES, RESUMABLE_FIELDS, TrainConfig
 from atacformer.train.data import check_label_column, prepare_corpora
 from atacformer.train.optim import build_optimizer, build_scheduler
 from atacformer.train.parallelize import (
@@ -60,7 +60,7 @@ class NonFiniteLossError(AtacformerError):
     """A training step produced a NaN or infinite loss or gradient."""
 
 
-def pretrain(cfg: TrainConfig, data=None) -> dict:
+def pretrain(cfg: TrainConfig, data=None, rna=None) -> dict:
     """Run (or resume) pretraining as configured; returns the run summary.
 
     Parameters
@@ -72,6 +72,8 @@ def pretrain(cfg: TrainConfig, data=None) -> dict:
         are the vocabulary unless ``cfg.bins`` / ``cfg.universe`` say otherwise), a
         :class:`~atacformer.tokenizers.TokenizedCells`, or a list of them. They are written
         once into ``OUT/corpus``.
+    rna
+        ``objective="craft"``: the paired RNA counts as an AnnData instead of ``cfg.rna``.
 
     Launch several processes with ``torchrun --nproc-per-node N -m atacformer pretrain ...``
     (or call this function in each): DDP by default, FSDP2 with ``parallel="fsdp"``.
@@ -83,9 +85,25 @@ def pretrain(cfg: TrainConfig, data=None) -> dict:
     """
     info = init_distributed(cfg.device)
     try:
-        return _Run(cfg, info, data).run()
+        return _Run(cfg, info, data, rna).run()
     finally:
         shutdown(info)
+
+
+def check_paired_inputs(cfg: TrainConfig, data=None, rna=None):
+    """The RNA AnnData of a paired run, after checking that it holds counts and that some
+    training cell (of inputs with cell names) has an RNA partner outside the excluded cells."""
+    from atacformer.train.data import input_obs
+    from atacformer.train.paired import check_pairing, excluded_cells, read_rna
+
+    if rna is None and not cfg.rna:
+        raise ValueError(f"objective {cfg.objective!r} needs the paired RNA counts (--rna RNA.h5ad)")
+    adata = read_rna(rna if rna is not None else cfg.rna)
+    named = [(name, obs) for name, obs in input_obs(cfg.data, data) if obs is not None]
+    if named:
+        names = np.concatenate([obs.index.astype(str).to_numpy() for _, obs in named])
+        check_pairing(names, adata, excluded_cells(cfg.exclude_cells), ", ".join(n for n, _ in named))
+    return adata
 
 
 def base_vocabulary(init_from):
@@ -144,7 +162,7 @@ def settle_config(cfg: TrainConfig, out: Path) -> TrainConfig:
 
 
 class _Run:
-    def __init__(self, cfg: TrainConfig, info, data=None):
+    def __init__(self, cfg: TrainConfig, info, data=None, rna=None):
         self.t_created = time.perf_counter()
         self.info = info
         self.out = Path(cfg.out)
@@ -153,6 +171,9 @@ class _Run:
         if cfg.objective in FINETUNE_OBJECTIVES:  # bad labels are refused before anything is written
             check_label_column(cfg.data, data, cfg.batch_key if cfg.objective == "batch-adversarial"
                                else cfg.label_key)
+        self.rna = None
+        if cfg.objective in PAIRED_OBJECTIVES:  # RNA that is not counts, or no pair, before writing
+            self.rna = check_paired_inputs(cfg, data, rna)
         if cfg.init_from:
             cfg.base_config()  # a missing or foreign base model too
         self.out.mkdir(parents=True, exist_ok=True)
@@ -169,7 +190,7 @@ class _Run:
         if not info.is_main:
             self.corpus = prepare_corpora(cfg.data, self.out, cfg.bins, cfg.universe, cfg.genome, build=False,
                                           cells=data, vocab=vocab)
-        self.mi = model_inputs(cfg, self.corpus)
+        self.mi = model_inputs(cfg, self.corpus, self.rna)
         model = build_model(cfg, self.mi, seed=cfg.seed)
         if info.is_main:
             logger.info("%s", describe(model))
@@ -177,6 +198,8 @@ class _Run:
             else None
         self.batcher = make_batcher(model, cfg.context, cfg.order, probs)
         self.lengths = self.batcher.effective_lengths(self.corpus.lengths())
+        if self.mi.cell_mask is not None:  # cells a run must not train on (unpaired, held out)
+            self.lengths = np.where(self.mi.cell_mask, self.lengths, 0)
         self.n_parts = info.world_size * cfg.grad_accum
         if cfg.batch_size < self.n_parts:
             raise ValueError(f"batch_size {cfg.batch_size} is smaller than world_size x grad_accum = "

@@ -123,7 +123,7 @@ def test_rna_benchmark_ci_scale(neurips, gene_activity, tmp_path, monkeypatch):
     unavailable when ``atacformer.tl`` lacks it (it is never trained here)."""
     from atacformer import tools as tl
 
-    for name in ("train_craft", "impute"):
+    for name in ("train_craft", "impute"):  # CRAFT is not trained in a CI-scale test
         monkeypatch.delattr(tl, name, raising=False)
     table = run_rna_benchmark({"neurips": neurips}, ("genescore", "knn", "random", "craft"), tmp_path, seed=0,
                               say=lambda m: None)
@@ -196,8 +196,9 @@ def test_missing_gene_activity_is_reported_not_dropped(monkeypatch, tmp_path):
 
 def test_craft_contract_through_stand_ins(monkeypatch, tmp_path):
     """The calls CRAFT gets: train_craft(atac_train, rna_train, out_dir, base=, time_budget=,
-    seed=) -> model path; embed(model_path, adata, modality=, copy=False) writing
-    obsm["X_atacformer"]; impute(model_path, atac) -> cells x genes."""
+    seed=) -> model path; embed(adata, model, modality=, copy=False) writing
+    obsm["X_atacformer"]; impute(adata, model) -> cells x genes (the tl order; a
+    model-first signature is also accepted)."""
     from atacformer import tools as tl
 
     pair = _toy_pair()
@@ -207,14 +208,14 @@ def test_craft_contract_through_stand_ins(monkeypatch, tmp_path):
         calls["train"] = (atac_train.n_obs, rna_train.n_obs, base, time_budget, seed)
         return out_dir
 
-    def embed(model_path, adata, modality="atac", copy=False):  # a perfect encoder: the cell's type
+    def embed(adata, model, modality="atac", copy=False):  # a perfect encoder: the cell's type
         calls.setdefault("embed", []).append((modality, copy))
         kind = (adata.obs["cell_type"].to_numpy() == "b").astype(float)
         adata.obsm["X_atacformer"] = np.c_[kind, 1 - kind, np.arange(adata.n_obs) * 1e-3]
 
-    def impute(model_path, atac):
-        return AnnData(np.asarray(_lognorm(pair.rna[atac.obs_names].X)), obs=atac.obs.copy(),
-                       var=pd.DataFrame(index=pair.rna.var_names))
+    def impute(model_path, atac):  # model first: the order this harness was first given
+        return AnnData(np.asarray(_lognorm(pair.rna[atac.obs_names].X))[:, 1:], obs=atac.obs.copy(),
+                       var=pd.DataFrame(index=pair.rna.var_names[1:]))
 
     for name, fn in (("train_craft", train_craft), ("embed", embed), ("impute", impute)):
         monkeypatch.setattr(tl, name, fn, raising=False)
@@ -226,6 +227,7 @@ def test_craft_contract_through_stand_ins(monkeypatch, tmp_path):
     assert ret.status == "ok" and ret.metric == "cosine" and ret.foscttm == 0.0 and ret["recall@1"] == 1.0
     imp = table[table.task == "imputation"].iloc[0]
     assert imp.pearson_gene == pytest.approx(1.0) and imp.pearson_cell == pytest.approx(1.0)
+    assert imp.n_genes == pair.rna.n_vars - 1  # scored on the genes the model predicts
 
 
 @pytest.mark.slow

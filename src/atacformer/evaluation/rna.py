@@ -15,7 +15,9 @@ scored by :func:`~atacformer.metrics.foscttm` and :func:`~atacformer.metrics.ret
   cells; the held-out cells are never trained on: their ATAC is encoded by the
   accessibility encoder alone, their RNA by the expression encoder alone, into the one
   latent space (Euclidean distances);
-- ``craft``: the CRAFT dual encoder (``atacformer.tl.train_craft`` / ``tl.embed``, cosine);
+- ``craft``: the CRAFT dual encoder trained on the training cells (``atacformer.tl.train_craft``),
+  the held-out ATAC embedded with ``tl.embed(..., modality="atac")``, their RNA with
+  ``modality="rna"`` (cosine);
 - ``random``: the held-out RNA profiles matched against a shuffled copy of themselves (the
   floor: FOSCTTM 0.5, recall@k = k / n).
 
@@ -29,7 +31,7 @@ per-cell Pearson with the log-normalised measured expression over the evaluation
   of its 15 nearest training cells (cosine);
 - ``multivi``: MultiVI's normalised expression of the held-out cells from their ATAC alone,
   as ``log1p(1e4 * expression)``;
-- ``craft``: ``atacformer.tl.impute``;
+- ``craft``: ``atacformer.tl.impute`` (over the evaluation genes the model predicts);
 - ``random``: the measured expression of another held-out cell (a shuffle). Per-cell
   Pearson of this floor is far above 0: it is what the genes' mean expression alone gives.
 
@@ -317,20 +319,36 @@ def _craft_api():
     return tl.train_craft, tl.embed, tl.impute
 
 
+def _call_with_model(fn, model_path, adata: AnnData, **kwargs):
+    """``fn`` on a model folder and an AnnData, in whichever order it takes them: by name when
+    it names them ``adata`` and ``model`` (the ``tl`` convention: AnnData first), else
+    ``fn(model_path, adata)``."""
+    params = inspect.signature(fn).parameters
+    if "adata" in params and "model" in params:
+        return fn(adata=adata, model=model_path, **kwargs)
+    return fn(model_path, adata, **kwargs)
+
+
 def craft_embed(embed, model_path, adata: AnnData, modality: str) -> np.ndarray:
-    """``obsm["X_atacformer"]`` of ``adata`` embedded with ``embed(model_path, adata,
-    modality=...)``, whether ``embed`` writes in place (``copy=False`` when it has the
-    parameter) or returns the AnnData."""
-    params = inspect.signature(embed).parameters
-    kwargs = {"modality": modality, **({"copy": False} if "copy" in params else {})}
-    if "adata" in params and "model" in params:  # the package's tl.embed(adata, model, ...)
-        ret = embed(adata=adata, model=model_path, **kwargs)
-    else:
-        ret = embed(model_path, adata, **kwargs)
+    """``obsm["X_atacformer"]`` of ``adata`` embedded by ``embed`` with ``modality``, whether it
+    writes in place (``copy=False`` when it has the parameter) or returns the AnnData."""
+    kwargs = {"modality": modality, **({"copy": False} if "copy" in inspect.signature(embed).parameters else {})}
+    ret = _call_with_model(embed, model_path, adata, **kwargs)
     for a in (adata, ret):
         if isinstance(a, AnnData) and "X_atacformer" in a.obsm:
             return np.asarray(a.obsm["X_atacformer"], np.float64)
     raise RuntimeError(f"tl.embed(..., modality={modality!r}) left no obsm['X_atacformer']")
+
+
+def craft_imputation(impute, model_path, atac: AnnData, genes) -> tuple[np.ndarray, list[str]]:
+    """``impute``'s log-normalised expression of ``atac`` over those of ``genes`` the model
+    predicts; returns ``(prediction, genes kept)``."""
+    imputed = _call_with_model(impute, model_path, atac)
+    have = set(imputed.var_names.astype(str))
+    kept = [g for g in genes if g in have]
+    if not kept:
+        raise ValueError(f"the CRAFT model predicts none of the {len(genes)} evaluation genes")
+    return _columns(imputed, kept).toarray(), kept
 
 
 # --- the benchmark -------------------------------------------------------------------------
@@ -391,10 +409,8 @@ def _run_method(method, pair, train, heldout, genes, truth, activity, cfg, out) 
         q = craft_embed(embed, model_path, pair.atac[heldout].copy(), "atac")
         t = craft_embed(embed, model_path, pair.rna[heldout].copy(), "rna")
         rows.append(("retrieval", _retrieval_row(q, t, RETRIEVAL_METRIC[method])))
-        imputed = impute(model_path, pair.atac[heldout].copy())
-        have = [g for g in genes if g in set(imputed.var_names)]
-        pred = _columns(imputed, have).toarray()
-        rows.append(("imputation", _imputation_row(truth[:, [genes.index(g) for g in have]], pred)))
+        pred, kept = craft_imputation(impute, model_path, pair.atac[heldout].copy(), genes)
+        rows.append(("imputation", _imputation_row(truth[:, pd.Index(genes).get_indexer(kept)], pred)))
     elif method == "random":
         perm = np.random.default_rng(seed).permutation(truth.shape[0])
         rna_all = log_normalize(pair.rna[heldout].X).toarray()

@@ -18,7 +18,7 @@ def _tss_window_activity(atac, genes, genome=None, flank=10_000):
     """Stand-in gene activity (tests only, while the package's lands): the peak counts within
     ``flank`` of each TSS (start of a + gene, end of a - gene)."""
     if isinstance(genes, pd.DataFrame):
-        g = genes[["chrom", "start", "end", "name", "strand"]]
+        g = genes.rename(columns={"gene_name": "name"})[["chrom", "start", "end", "name", "strand"]]
     else:
         g = pd.read_csv(genes, sep="\t", header=None, usecols=[0, 1, 2, 3, 5],
                         names=["chrom", "start", "end", "name", "strand"])
@@ -244,3 +244,10 @@ def test_multivi_rows_with_tiny_training(neurips, tmp_path):
     assert set(table.task) == {"retrieval", "imputation"} and (table.status == "ok").all()
     assert table[["foscttm", "recall@1"]].iloc[0].notna().all()
     assert np.isfinite(table[table.task == "imputation"].pearson_gene).all()
+
+
+def test_peaks_past_a_chromosome_end_are_clipped():
+    var = pd.DataFrame({"chrom": ["chr17", "chr17", "GL000205.1"], "start": [100, 81194897, 5],
+                        "end": [600, 81195261, 50]}, index=["a", "b", "c"])
+    a = rna_mod._clip_to_genome(AnnData(sp.csr_matrix((1, 3)), var=var), "hg19")
+    assert a.var["end"].tolist() == [600, 81195210, 50]  # hg19 chr17 is 81,195,210 bp; contigs left alone

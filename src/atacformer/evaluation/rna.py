@@ -103,14 +103,30 @@ class RnaPair:
 
 def _tss_annotation(path, rna: AnnData) -> pd.DataFrame:
     """A 1-bp TSS BED whose names are versioned Ensembl ids, as a gene table (chrom, start,
-    end, name, strand) named by the RNA's symbols where its ``var["gene_ids"]`` knows them."""
+    end, strand, gene_name, gene_id) named by the RNA's symbols where its ``var["gene_ids"]``
+    knows them (else by the Ensembl id)."""
     bed = pd.read_csv(path, sep="\t", header=None, usecols=[0, 1, 2, 3, 5],
-                      names=["chrom", "start", "end", "name", "strand"])
+                      names=["chrom", "start", "end", "gene_id", "strand"])
     symbol = pd.Series(rna.var_names.to_numpy(), index=rna.var["gene_ids"].astype(str).to_numpy())
     symbol = symbol[~symbol.index.duplicated()]
-    ens = bed["name"].str.split(".").str[0]
-    bed["name"] = ens.map(symbol).fillna(ens).to_numpy()
-    return bed
+    ens = bed["gene_id"].str.split(".").str[0]
+    bed["gene_name"] = ens.map(symbol).fillna(ens).to_numpy()
+    return bed[["chrom", "start", "end", "strand", "gene_name", "gene_id"]]
+
+
+def _clip_to_genome(atac: AnnData, genome: str) -> AnnData:
+    """Peaks that run past their chromosome's end clipped to it (sci-CAR has one, 51 bp past
+    the end of hg19 chr17), so that the genome checks of gene activity accept the matrix."""
+    from atacformer.genome import get_genome
+
+    sizes = get_genome(genome).chrom_sizes
+    limit = atac.var["chrom"].astype(str).map(sizes).to_numpy(dtype=float)  # NaN: contigs the genome lacks
+    end = atac.var["end"].to_numpy()
+    past = np.isfinite(limit) & (end > limit)
+    if past.any():
+        logger.info("%d peak(s) run past their chromosome's end in %s: clipped", int(past.sum()), genome)
+        atac.var["end"] = np.where(past, limit, end).astype(end.dtype)
+    return atac
 
 
 def load_rna_pairs(data_dir, names=tuple(PAIRED_SETS)) -> dict[str, RnaPair]:
@@ -133,7 +149,7 @@ def load_rna_pairs(data_dir, names=tuple(PAIRED_SETS)) -> dict[str, RnaPair]:
             raise ValueError(f"unknown paired set {name!r}; known: {list(PAIRED_SETS)}")
         folder, rna_file, atac_file, genome = PAIRED_SETS[name]
         rna = ad.read_h5ad(data_dir / folder / rna_file)
-        atac = ad.read_h5ad(data_dir / folder / atac_file)
+        atac = _clip_to_genome(ad.read_h5ad(data_dir / folder / atac_file), genome)
         if name == "scicar":
             genes = data_dir / "genome_annotations" / "hg19" / "hg19_genes.archr.bed.gz"
         else:
@@ -515,9 +531,8 @@ def run_rna_benchmark(pairs, methods=METHODS, out="rna_benchmark", seed: int = 0
     table = pd.DataFrame(rows).reindex(columns=COLUMNS)
     for c in ("n_cells", "n_genes", "n_nan_genes", "n_nan_cells"):
         table[c] = table[c].astype("Int64")
-    order = {"retrieval": 0, "imputation": 1}
-    table = table.sort_values(["dataset", "task"], key=lambda c: c.map(order) if c.name == "task" else c,
-                              kind="stable").reset_index(drop=True)
+    order = {**{name: i for i, name in enumerate(pairs)}, "retrieval": 0, "imputation": 1}
+    table = table.sort_values(["dataset", "task"], key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
     _write_atomic(out / "rna_benchmark.tsv", table.to_csv(sep="\t", index=False))
     _write_atomic(out / "rna_benchmark.md", format_rna_table(table))
     say(f"wrote {out / 'rna_benchmark.tsv'} and {out / 'rna_benchmark.md'}")

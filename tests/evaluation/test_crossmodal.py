@@ -129,7 +129,6 @@ def test_ties_are_the_expectation_of_random_tie_breaking():
 
 @pytest.mark.parametrize("metric", METRICS)
 def test_blocks_and_sparse_inputs_give_the_same_answer(metric):
-    rng = np.random.default_rng(4)
     x = sp.random(50, 20, density=0.3, random_state=5, format="csr")
     y = x + sp.random(50, 20, density=0.1, random_state=6, format="csr")
     dense = foscttm(x.toarray(), y.toarray(), metric)
@@ -137,7 +136,6 @@ def test_blocks_and_sparse_inputs_give_the_same_answer(metric):
     assert foscttm(x.toarray(), y.toarray(), metric, block_entries=7) == pytest.approx(dense, abs=1e-12)
     r = retrieval_recall(x.toarray(), y.toarray(), metric=metric)
     assert retrieval_recall(x, y, metric=metric, block_entries=60) == pytest.approx(r, abs=1e-12)
-    del rng
 
 
 def test_random_pairing_is_near_one_half():

@@ -40,7 +40,8 @@ activity is unavailable), so every imputation method is scored on the same genes
 Log-normalised = counts scaled to 1e4 per cell, then ``log1p`` (scanpy).
 
 A method whose library or API is missing is reported with ``status = "unavailable: ..."``,
-not dropped.
+not dropped. ``seconds`` is a method's whole time on the set (training included), shared by
+its retrieval and imputation rows.
 """
 
 from __future__ import annotations
@@ -192,7 +193,11 @@ def gene_activity_lognorm(pair: RnaPair, cells: np.ndarray) -> AnnData:
 
 def _columns(adata: AnnData, genes) -> sp.csr_matrix:
     """``adata``'s columns named ``genes``, in that order."""
-    return sp.csr_matrix(adata.X)[:, adata.var_names.get_indexer(genes)]
+    idx = adata.var_names.get_indexer(list(genes))
+    if (idx < 0).any():
+        missing = list(np.asarray(genes)[idx < 0][:3])
+        raise KeyError(f"{int((idx < 0).sum())} genes are not in var_names, e.g. {missing}")
+    return sp.csr_matrix(adata.X)[:, idx]
 
 
 # --- the methods ---------------------------------------------------------------------------
@@ -257,6 +262,7 @@ def multivi_fit(pair: RnaPair, train: np.ndarray, max_epochs: int = 100, max_min
     limit = {} if max_minutes is None else {"max_time": {"minutes": float(max_minutes)}}
     model.train(max_epochs=max_epochs, accelerator="cpu", enable_progress_bar=False, early_stopping=True,
                 **limit)
+    logger.info("MultiVI on %s: %d epochs", pair.name, len(model.history["elbo_train"]))
     return model
 
 
@@ -277,8 +283,8 @@ def multivi_imputation(pair: RnaPair, train: np.ndarray, heldout: np.ndarray, ge
     ``log1p(1e4 * expression)``, over ``genes``."""
     model = model if model is not None else multivi_fit(pair, train, **fit)
     expr = model.get_normalized_expression(_multivi_mudata(pair, heldout, rna=False), return_numpy=True)
-    idx = pair.rna.var_names.get_indexer(list(genes))
-    return np.log1p(1e4 * np.asarray(expr, np.float64)[:, idx])
+    expr = AnnData(np.asarray(expr, np.float64), var=pd.DataFrame(index=pair.rna.var_names))
+    return np.log1p(1e4 * _columns(expr, genes).toarray())
 
 
 def lsi_project(reference: AnnData, query, key: str = "X_lsi") -> np.ndarray:
@@ -318,7 +324,7 @@ def knn_imputation(pair: RnaPair, train: np.ndarray, heldout: np.ndarray, genes,
     n_q = idx.shape[0]
     weights = sp.csr_matrix((np.full(idx.size, 1.0 / k), (np.repeat(np.arange(n_q), k), idx.ravel())),
                             shape=(n_q, ref.n_obs))
-    rna = log_normalize(pair.rna[train].X)[:, pair.rna.var_names.get_indexer(list(genes))]
+    rna = _columns(AnnData(log_normalize(pair.rna[train].X), var=pd.DataFrame(index=pair.rna.var_names)), genes)
     return np.asarray((weights @ rna).todense())
 
 

@@ -73,6 +73,20 @@ def cmd_tokenize(args) -> int:
     return 0
 
 
+def cmd_gene_activity(args) -> int:
+    from atacformer.preprocessing import gene_activity
+    from atacformer.tokenizers._cells import check_output_file, write_h5ad_atomic
+
+    out = os.fspath(args.output)
+    check_output_file(out, overwrite=args.overwrite, inputs=[args.input, args.gtf])
+    adata = gene_activity(args.input, args.gtf, genome=args.genome, mode=args.mode, barcodes=args.barcodes,
+                          min_fragments=args.min_fragments)
+    write_h5ad_atomic(adata, out)
+    print(f"wrote {out}: {adata.n_obs:,} cells x {adata.n_vars:,} genes, "
+          f"{int((adata.X.getnnz(axis=0) > 0).sum()):,} genes with activity")
+    return 0
+
+
 def _report(name, cells):
     print(f"{name}: " + json.dumps(cells.summary()))
 
@@ -249,6 +263,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-o", "--output", required=True, help="OUT.h5ad or a corpus directory")
     t.add_argument("--overwrite", action="store_true", help="replace an existing OUT.h5ad")
     t.set_defaults(func=cmd_tokenize)
+
+    ga = sub.add_parser("gene-activity", help="fragments / peak matrix -> cells x genes activity (.h5ad)",
+                        description="Weighted counts in windows of 0-10, 10-20 and 20-50 kb on each side of every "
+                        "gene's TSS (the gene body in the first downstream window), weighted 1/2, 1/3 and 1/6 "
+                        "(see atacformer.pp.gene_activity).")
+    ga.add_argument("input", metavar="INPUT", help="fragments .tsv(.gz), or a .h5ad/.h5/MTX peak matrix")
+    ga.add_argument("--gtf", required=True, help="gene annotation: GTF(.gz) (GENCODE/Ensembl) or a genes BED "
+                    "(chrom start end name id strand)")
+    ga.add_argument("--genome", default=None, help="hg38, hg19, mm10, mm39 or a .chrom.sizes file: checks genes "
+                    "and data and clips windows at chromosome ends (default: no check)")
+    ga.add_argument("--mode", choices=["fragment", "insertion"], default="fragment",
+                    help="count fragments, or Tn5 insertion sites (fragments input; default fragment)")
+    ga.add_argument("--barcodes", help="barcode whitelist, one per line (fragments input)")
+    ga.add_argument("--min-fragments", type=int, default=0, help="drop cells with fewer fragments")
+    ga.add_argument("-o", "--output", required=True, help="OUT.h5ad")
+    ga.add_argument("--overwrite", action="store_true", help="replace an existing OUT.h5ad")
+    ga.set_defaults(func=cmd_gene_activity)
 
     e = sub.add_parser("embed", help="cell embeddings from a model folder (ours or geniml's) -> obsm['X_atacformer']",
                        description="Tokenize INPUT with the model's own vocabulary and embed every cell.")

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -268,28 +265,34 @@ def test_mismatched_genome_is_refused(tmp_path, nips, data_dir):
     assert not (tmp_path / "run" / "model").exists()
 
 
-def test_cli_craft_embed_impute(tmp_path, data_dir):
-    d = data_dir / NIPS
-    run = [sys.executable, "-m", "atacformer"]
-    held = tmp_path / "held.txt"
+def test_cli_craft_embed_impute(tmp_path, data_dir, capsys):
     import anndata as ad
 
+    from atacformer.cli import main
+
+    d = data_dir / NIPS
+    held = tmp_path / "held.txt"
     names = ad.read_h5ad(d / "bmmc_multiome_500_atac.h5ad").obs_names
     held.write_text("\n".join(names[::4]) + "\n")
-    p = subprocess.run(run + ["craft", "--atac", str(d / "bmmc_multiome_500_atac.h5ad"), "--rna",
-                              str(d / "bmmc_multiome_500_rna.h5ad"), "--exclude-cells", str(held), "-o",
-                              str(tmp_path / "c"), "--max-steps", "3", "--no-progress"], capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout[: p.stdout.rindex("}") + 1])["cells"] == 375
-    for args in (["embed", str(tmp_path / "c" / "model"), str(d / "bmmc_multiome_500_rna.h5ad"), "--modality", "rna",
-                  "-o", str(tmp_path / "r.h5ad")],
-                 ["impute", str(tmp_path / "c" / "model"), str(d / "bmmc_multiome_500_atac.h5ad"), "-o",
-                  str(tmp_path / "i.h5ad")]):
-        p = subprocess.run(run + args, capture_output=True, text=True)
-        assert p.returncode == 0, p.stderr
+    assert main(["craft", "--atac", str(d / "bmmc_multiome_500_atac.h5ad"), "--rna", str(d / "bmmc_multiome_500_rna.h5ad"),
+                 "--exclude-cells", str(held), "-o", str(tmp_path / "c"), "--max-steps", "3", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[: out.rindex("}") + 1])["cells"] == 375
+    model = str(tmp_path / "c" / "model")
+    assert main(["embed", model, str(d / "bmmc_multiome_500_rna.h5ad"), "--modality", "rna",
+                 "-o", str(tmp_path / "r.h5ad")]) == 0
+    assert main(["impute", model, str(d / "bmmc_multiome_500_atac.h5ad"), "-o", str(tmp_path / "i.h5ad")]) == 0
     r = ad.read_h5ad(tmp_path / "r.h5ad")
     i = ad.read_h5ad(tmp_path / "i.h5ad")
     assert r.obsm["X_atacformer"].shape == (500, 128) and i.shape == (500, 600)
-    p = subprocess.run(run + ["impute", str(tmp_path / "c" / "model"), str(d / "bmmc_multiome_500_atac.h5ad"),
-                              "-o", str(tmp_path / "i.h5ad")], capture_output=True, text=True)
-    assert p.returncode != 0 and "exists" in p.stderr
+    capsys.readouterr()
+    assert main(["impute", model, str(d / "bmmc_multiome_500_atac.h5ad"), "-o", str(tmp_path / "i.h5ad")]) == 2
+    assert "exists" in capsys.readouterr().err
+    # a log-normalised RNA file is refused by name, before anything is written
+    bad = ad.read_h5ad(d / "bmmc_multiome_500_rna.h5ad")
+    bad.X = bad.X.astype(np.float32) * 0.5
+    bad.write_h5ad(tmp_path / "lognorm.h5ad")
+    assert main(["craft", "--atac", str(d / "bmmc_multiome_500_atac.h5ad"), "--rna", str(tmp_path / "lognorm.h5ad"),
+                 "-o", str(tmp_path / "c2"), "--max-steps", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "lognorm.h5ad" in err and "raw counts" in err and not (tmp_path / "c2").exists()

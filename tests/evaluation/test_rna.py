@@ -14,39 +14,6 @@ from atacformer.evaluation.rna import RnaPair, knn_imputation, load_rna_pairs, l
 from atacformer.metrics import stratified_split
 
 
-def _tss_window_activity(atac, genes, genome=None, flank=10_000):
-    """Stand-in gene activity (tests only, while the package's lands): the peak counts within
-    ``flank`` of each TSS (start of a + gene, end of a - gene)."""
-    if isinstance(genes, pd.DataFrame):
-        g = genes.rename(columns={"gene_name": "name"})[["chrom", "start", "end", "name", "strand"]]
-    else:
-        g = pd.read_csv(genes, sep="\t", header=None, usecols=[0, 1, 2, 3, 5],
-                        names=["chrom", "start", "end", "name", "strand"])
-    tss = np.where(g["strand"].to_numpy() == "-", g["end"].to_numpy() - 1, g["start"].to_numpy())
-    pchrom = atac.var["chrom"].astype(str).to_numpy()
-    pstart, pend = atac.var["start"].to_numpy(np.int64), atac.var["end"].to_numpy(np.int64)
-    gchrom = g["chrom"].astype(str).to_numpy()
-    rows, cols = [], []
-    for c in np.unique(gchrom):
-        pi = np.flatnonzero(pchrom == c)
-        for gi in np.flatnonzero(gchrom == c) if len(pi) else ():
-            hit = pi[(pend[pi] > tss[gi] - flank) & (pstart[pi] < tss[gi] + flank + 1)]
-            rows += hit.tolist()
-            cols += [gi] * len(hit)
-    windows = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(atac.n_vars, len(g)))
-    x = sp.csr_matrix(atac.X, dtype=np.float64) @ windows
-    return AnnData(sp.csr_matrix(x, dtype=np.float32), obs=pd.DataFrame(index=atac.obs_names),
-                   var=pd.DataFrame(index=g["name"].astype(str).to_numpy()))
-
-
-@pytest.fixture
-def gene_activity(monkeypatch):
-    """The package's gene activity, or the stand-in while it is not there yet."""
-    if not hasattr(pp, "gene_activity"):
-        monkeypatch.setattr(pp, "gene_activity", _tss_window_activity, raising=False)
-    return pp.gene_activity
-
-
 @pytest.fixture(scope="module")
 def neurips(data_dir) -> RnaPair:
     return load_rna_pairs(data_dir, ["neurips"])["neurips"]
@@ -118,7 +85,7 @@ def test_pair_checks_its_cells():
         RnaPair("bad", AnnData(pair.rna.X), AnnData(pair.atac.X), None, "hg38")
 
 
-def test_rna_benchmark_ci_scale(neurips, gene_activity, tmp_path, monkeypatch):
+def test_rna_benchmark_ci_scale(neurips, tmp_path, monkeypatch):
     """NeurIPS 500 cells: gene scores, kNN on LSI, the random floor, and CRAFT reported as
     unavailable when ``atacformer.tl`` lacks it (it is never trained here)."""
     from atacformer import tools as tl
@@ -151,7 +118,7 @@ def test_rna_benchmark_ci_scale(neurips, gene_activity, tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_genescore_rows_against_an_independent_computation(neurips, gene_activity, tmp_path):
+def test_genescore_rows_against_an_independent_computation(neurips, tmp_path):
     """The table's gene-score imputation and retrieval rows recomputed outside the harness:
     the split, the gene matching and the normalisation written out, pandas / numpy for the
     correlations."""
@@ -159,7 +126,7 @@ def test_genescore_rows_against_an_independent_computation(neurips, gene_activit
 
     table = run_rna_benchmark({"neurips": neurips}, ("genescore",), tmp_path, seed=3, say=lambda m: None)
     held = ~stratified_split(neurips.rna.obs["cell_type"].astype(str).to_numpy(), 3)
-    ga = gene_activity(neurips.atac[held].copy(), neurips.genes, genome="hg38")
+    ga = pp.gene_activity(neurips.atac[held].copy(), neurips.genes, genome="hg38")
     ga = ga[:, ~ga.var_names.duplicated()]
     genes = [g for g in neurips.rna.var_names if g in set(ga.var_names)]
     pred = pd.DataFrame(_lognorm(ga.X), columns=ga.var_names)[genes]
@@ -192,6 +159,11 @@ def test_missing_gene_activity_is_reported_not_dropped(monkeypatch, tmp_path):
     knn = table[table.method == "knn"].iloc[0]
     assert knn.status == "ok" and knn.n_genes == pair.rna.n_vars  # all RNA genes without an annotation
     assert knn.pearson_cell > 0.5
+
+
+def test_a_set_without_gene_annotation_reports_gene_scores_unavailable(tmp_path):
+    table = run_rna_benchmark([_toy_pair()], ("genescore",), tmp_path, say=lambda m: None)
+    assert (table.status == "unavailable: toy has no gene annotation").all() and len(table) == 2
 
 
 def test_craft_contract_through_stand_ins(monkeypatch, tmp_path):

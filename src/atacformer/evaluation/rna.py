@@ -91,7 +91,7 @@ class RnaPair:
     name: str
     rna: AnnData
     atac: AnnData
-    genes: object  # a path or a DataFrame
+    genes: object  # a path or a DataFrame; None: no annotation (no gene scores)
     genome: str
 
     def __post_init__(self):
@@ -185,6 +185,8 @@ def gene_activity_lognorm(pair: RnaPair, cells: np.ndarray) -> AnnData:
     """Log-normalised gene activity of ``pair.atac[cells]``, one column per gene symbol (the
     first of duplicated names)."""
     fn = _gene_activity_fn()
+    if pair.genes is None:
+        raise Unavailable(f"{pair.name} has no gene annotation")
     ga = fn(pair.atac[cells].copy(), pair.genes, genome=pair.genome)
     ga = ga[:, ~pd.Index(ga.var_names).duplicated()]
     return AnnData(log_normalize(ga.X), obs=pd.DataFrame(index=pair.atac.obs_names[cells]),
@@ -392,13 +394,13 @@ def _imputation_row(truth: np.ndarray, pred: np.ndarray) -> dict:
             "n_genes": truth.shape[1], "n_nan_genes": g["n_nan"], "n_nan_cells": c["n_nan"]}
 
 
-def _activity_and_genes(pair: RnaPair, heldout: np.ndarray, say) -> tuple[AnnData | None, list[str]]:
-    """The held-out cells' gene activity (``None`` when unavailable) and the evaluation genes."""
+def _activity_and_genes(pair: RnaPair, heldout: np.ndarray, say) -> tuple[AnnData | Unavailable, list[str]]:
+    """The held-out cells' gene activity (or why there is none) and the evaluation genes."""
     try:
         ga = gene_activity_lognorm(pair, heldout)
     except Unavailable as e:
         say(f"  {pair.name}: {e}: imputation is scored on all {pair.rna.n_vars} RNA genes")
-        return None, list(pair.rna.var_names)
+        return e, list(pair.rna.var_names)
     have = set(ga.var_names)
     genes = [g for g in pair.rna.var_names if g in have]
     say(f"  {pair.name}: {len(genes)} of {pair.rna.n_vars} RNA genes are in the gene annotation")
@@ -410,8 +412,8 @@ def _run_method(method, pair, train, heldout, genes, truth, activity, cfg, out) 
     rows = []
     seed = cfg["seed"]
     if method == "genescore":
-        if activity is None:
-            _gene_activity_fn()  # raises Unavailable with the reason
+        if isinstance(activity, Unavailable):
+            raise activity
         q, t = genescore_retrieval(pair, heldout, genes, activity)
         rows.append(("retrieval", _retrieval_row(q, t, RETRIEVAL_METRIC[method])))
         rows.append(("imputation", _imputation_row(truth, genescore_imputation(pair, heldout, genes, activity))))

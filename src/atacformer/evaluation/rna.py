@@ -39,6 +39,14 @@ Evaluation genes: the RNA genes that the gene annotation also names (all RNA gen
 activity is unavailable), so every imputation method is scored on the same genes.
 Log-normalised = counts scaled to 1e4 per cell, then ``log1p`` (scanpy).
 
+What CRAFT is handed: ``tl.train_craft(atac_train, rna_train, out / "craft" / name,
+base=craft_base, time_budget=craft_minutes, seed=seed)`` with the training cells only (ATAC
+peak counts with ``var`` chrom/start/end, RNA raw counts with gene symbols as ``var_names``,
+the same ``obs_names``), returning the model folder; ``tl.embed(adata, model_path,
+modality="atac" | "rna", copy=False)`` on the held-out cells, read from
+``obsm["X_atacformer"]`` (or from the AnnData it returns); ``tl.impute(adata, model_path)``
+returning cells x genes of ``log1p`` counts per 1e4 with genes as ``var_names``.
+
 A method whose library or API is missing is reported with ``status = "unavailable: ..."``,
 not dropped. ``seconds`` is a method's whole time on the set (training included), shared by
 its retrieval and imputation rows.

@@ -1,6 +1,7 @@
 """Embedding-quality benchmark (``atacformer benchmark``): peers and atacformer recipes
 (:data:`atacformer.train.RECIPES`) side by side, see :mod:`~atacformer.evaluation.harness`;
-robustness of a model's embeddings to the context, see :mod:`~atacformer.evaluation.context`.
+robustness of a model's embeddings to the context, see :mod:`~atacformer.evaluation.context`;
+ATAC -> RNA retrieval and RNA imputation against their peers, see :mod:`~atacformer.evaluation.rna`.
 
 Examples
 --------
@@ -18,6 +19,7 @@ _EXPORTS = {
     "snapatac2_spectral": "harness", "tokenize_sets": "harness", "METHODS": "harness",
     "peakvi_latent": "harness", "train_recipe": "harness", "drop_nonzeros": "harness", "add_gains": "harness",
     "harmony": "harness",
+    "RnaPair": "rna", "load_rna_pairs": "rna", "run_rna_benchmark": "rna",
     "context_robustness": "context", "plot_context_robustness": "context", "DEFAULT_CONTEXTS": "context",
 }
 

@@ -16,6 +16,13 @@ from atacformer.metrics._clustering import (
     match_clusters,
     nmi,
 )
+from atacformer.metrics._crossmodal import (
+    foscttm,
+    pearson_per_cell,
+    pearson_per_gene,
+    pearson_summary,
+    retrieval_recall,
+)
 from atacformer.metrics._evaluate import evaluate_embedding, stratified_split
 from atacformer.metrics._integration import integration_scores
 from atacformer.metrics._ragi import cluster_means, gini, ragi
@@ -27,6 +34,7 @@ __all__ = [
     "evaluate_embedding",
     "clustering_scores",
     "f1",
+    "foscttm",
     "gini",
     "homogeneity",
     "ilisi",
@@ -35,7 +43,11 @@ __all__ = [
     "lisi",
     "match_clusters",
     "nmi",
+    "pearson_per_cell",
+    "pearson_per_gene",
+    "pearson_summary",
     "ragi",
+    "retrieval_recall",
     "silhouette_batch",
     "stratified_split",
 ]

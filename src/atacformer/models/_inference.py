@@ -159,6 +159,10 @@ def load_model(path_or_repo_id, *, map_location="cpu", merge_adapters: bool = Fa
     )
     from atacformer.models.masked_bin.configuration_masked_bin import MaskedBinConfig
     from atacformer.models.masked_bin.modeling_masked_bin import MaskedBinForPretraining, MaskedBinModel
+    from atacformer.models.multimodal.configuration_multimodal import MultimodalConfig
+    from atacformer.models.multimodal.modeling_multimodal import (
+        MultimodalForCellClassification, MultimodalForMaskedValues, MultimodalModel,
+    )
 
     d = resolve_model_dir(path_or_repo_id, **hub_kwargs)
     meta = read_config_json(d)
@@ -176,6 +180,8 @@ def load_model(path_or_repo_id, *, map_location="cpu", merge_adapters: bool = Fa
         AtacformerConfig.model_type: (AtacformerModel, AtacformerForFinetuning, AtacformerForProfileReconstruction,
                                       AtacformerForReplacedTokenDetection),
         MaskedBinConfig.model_type: (MaskedBinModel, MaskedBinForPretraining),
+        MultimodalConfig.model_type: (MultimodalModel, MultimodalForCellClassification,
+                                      MultimodalForMaskedValues),
     }
     mt = meta.get("model_type")
     if mt not in kinds:

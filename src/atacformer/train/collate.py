@@ -303,10 +303,14 @@ def make_batcher(model, context: str, order: str, token_probs=None):
     """The batcher for a pretraining model (``token_probs``: replacement distribution of
     replaced-token detection, default uniform)."""
     from atacformer.models import AtacformerForFinetuning, AtacformerForProfileReconstruction
+    from atacformer.models import MultimodalForMaskedValues
     from atacformer.models.craft import CraftModel
+    from atacformer.train.collate_multimodal import MultimodalBatcher
 
     if isinstance(model, CraftModel):
         return CraftBatcher(model, context, order)
+    if isinstance(model, MultimodalForMaskedValues):
+        return MultimodalBatcher(model.config)
 
     if isinstance(model.config, MaskedBinConfig):
         return MaskedBinBatcher(model.config, model.bin_groups.cpu().numpy(), context, order)

@@ -214,6 +214,7 @@ def test_multivi_rows_with_tiny_training(neurips, tmp_path):
     table = run_rna_benchmark({"neurips": neurips}, ("multivi",), tmp_path, multivi_epochs=2,
                               say=lambda m: None)
     assert set(table.task) == {"retrieval", "imputation"} and (table.status == "ok").all()
+    assert table.note.str.startswith("2 epochs in").all()
     assert table[["foscttm", "recall@1"]].iloc[0].notna().all()
     assert np.isfinite(table[table.task == "imputation"].pearson_gene).all()
 

@@ -31,6 +31,8 @@ def main(argv=None) -> int:
                    help="genescore, multivi, knn, craft (the random floor is always added)")
     p.add_argument("--craft-minutes", type=float, default=5.0, help="CRAFT training time budget per set")
     p.add_argument("--craft-base", help="pretrained model folder CRAFT starts from (default: none)")
+    p.add_argument("--craft-pretrain-minutes", type=float, default=0.0,
+                   help="without --craft-base: pretrain CRAFT's ATAC encoder on each set's training ATAC cells first")
     p.add_argument("--multivi-epochs", type=int, default=500, help="MultiVI epoch cap (early stopping on)")
     p.add_argument("--multivi-minutes", type=float, default=10.0, help="MultiVI time cap per set")
     p.add_argument("--train-fraction", type=float, default=0.5, help="share of each cell type used for training")
@@ -50,6 +52,7 @@ def main(argv=None) -> int:
     methods = tuple(dict.fromkeys(split(args.methods) + ("random",)))
     table = run_rna_benchmark(load_rna_pairs(data, split(args.datasets)), methods, args.out, seed=args.seed,
                               craft_minutes=args.craft_minutes, craft_base=args.craft_base,
+                              craft_pretrain_minutes=args.craft_pretrain_minutes,
                               train_fraction=args.train_fraction, multivi_epochs=args.multivi_epochs,
                               multivi_minutes=args.multivi_minutes, say=lambda m: print(m, flush=True))
     from atacformer.evaluation.rna import format_rna_table

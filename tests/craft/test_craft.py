@@ -296,3 +296,32 @@ def test_cli_craft_embed_impute(tmp_path, data_dir, capsys):
                  "-o", str(tmp_path / "c2"), "--max-steps", "1", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "lognorm.h5ad" in err and "raw counts" in err and not (tmp_path / "c2").exists()
+
+
+# -- the multimodal model through the one training loop -------------------------------------------
+def test_multimodal_trains_through_the_one_loop(tmp_path, data_dir):
+    import anndata as ad
+
+    from atacformer.models import MultimodalForMaskedValues, embed_multimodal, load_model
+    from atacformer.preprocessing import gene_activity
+    from atacformer.train import TrainConfig, pretrain
+
+    d = data_dir / "scicar2018_a549_multiome"
+    genes = data_dir / "genome_annotations" / "hg19" / "hg19_genes.archr.bed.gz"
+    atac = ad.read_h5ad(d / "scicar_a549_atac.h5ad")[:300]
+    atac = atac[:, atac.var["chrom"].astype(str).str.startswith("chr").to_numpy()].copy()
+    rna = ad.read_h5ad(d / "scicar_a549_rna.h5ad")
+    held = tmp_path / "held.txt"
+    held.write_text("\n".join(atac.obs_names[:50]))
+    with pytest.raises(ValueError, match="gene annotation"):
+        TrainConfig(out=str(tmp_path / "x"), objective="multimodal")
+    s = pretrain(TrainConfig(out=str(tmp_path / "run"), objective="multimodal", genes=str(genes), exclude_cells=str(held),
+                             max_steps=4, batch_size=32, progress=False, tensorboard=False), data=atac, rna=rna)
+    assert s["cells"] == 250 and np.isfinite(s["final_loss"])
+    m = load_model(s["model_dir"])
+    assert isinstance(m, MultimodalForMaskedValues)
+    # the same gene activity as pp.gene_activity computes on its own, over the model's genes
+    ga = gene_activity(atac, str(genes))[:, m.config.gene_names]
+    r = rna[atac.obs_names][:, m.config.gene_names]
+    emb = embed_multimodal(m, sp.csr_matrix(r.X), sp.csr_matrix(ga.X))
+    assert emb.shape == (300, m.config.hidden_size) and np.isfinite(emb).all()

@@ -6,6 +6,8 @@
   Geneformer-style RNA encoder and an RNA decoder (LeRoy 2025, ch. 5).
 - :mod:`~atacformer.models.masked_bin`: The masked-bin model with per-chromosome
   (or per-region-class) ``<eos>`` decoding (Ge 2025).
+- :mod:`~atacformer.models.multimodal`: the gene-level multimodal RNA + ATAC model (gene
+  tokens with binned values, masked value reconstruction, joint embedding; thesis ch. 4).
 
 Every model saves and loads as a folder (``config.json`` + ``model.safetensors`` + the
 vocabulary) or a Hugging Face Hub id; :func:`load_model` picks the class, and
@@ -43,6 +45,16 @@ from atacformer.models.masked_bin import (
     build_sentence,
     masked_bin_vocabulary,
 )
+from atacformer.models.multimodal import (
+    MultimodalConfig,
+    MultimodalForCellClassification,
+    MultimodalForMaskedValues,
+    MultimodalModel,
+    bin_values,
+    embed_multimodal,
+    fit_value_bins,
+    impute_rna,
+)
 
 __all__ = [
     "AtacformerConfig",
@@ -56,13 +68,21 @@ __all__ = [
     "MaskedBinConfig",
     "MaskedBinForPretraining",
     "MaskedBinModel",
+    "MultimodalConfig",
+    "MultimodalForCellClassification",
+    "MultimodalForMaskedValues",
+    "MultimodalModel",
     "GradientReversal",
     "ReplacedTokenCollator",
     "as_token_lists",
+    "bin_values",
     "build_sentence",
     "cell_contrastive_loss",
     "embed_cells",
+    "embed_multimodal",
+    "fit_value_bins",
     "idf_weights",
+    "impute_rna",
     "init_embeddings_from_lsi",
     "load_model",
     "lsi_loadings",

@@ -160,6 +160,10 @@ def load_model(path_or_repo_id, *, map_location="cpu", merge_adapters: bool = Fa
     from atacformer.models.craft import CraftConfig, CraftModel
     from atacformer.models.masked_bin.configuration_masked_bin import MaskedBinConfig
     from atacformer.models.masked_bin.modeling_masked_bin import MaskedBinForPretraining, MaskedBinModel
+    from atacformer.models.multimodal.configuration_multimodal import MultimodalConfig
+    from atacformer.models.multimodal.modeling_multimodal import (
+        MultimodalForCellClassification, MultimodalForMaskedValues, MultimodalModel,
+    )
 
     d = resolve_model_dir(path_or_repo_id, **hub_kwargs)
     meta = read_config_json(d)
@@ -178,6 +182,8 @@ def load_model(path_or_repo_id, *, map_location="cpu", merge_adapters: bool = Fa
                                       AtacformerForReplacedTokenDetection),
         MaskedBinConfig.model_type: (MaskedBinModel, MaskedBinForPretraining),
         CraftConfig.model_type: (CraftModel,),
+        MultimodalConfig.model_type: (MultimodalModel, MultimodalForCellClassification,
+                                      MultimodalForMaskedValues),
     }
     mt = meta.get("model_type")
     if mt not in kinds:

@@ -144,11 +144,12 @@ class MicroBatches(Dataset):
         rng = part_rng(self.seed, self.plan.epoch, step, part)
         labels = {k: v[cells] for k, v in self.labels.items()}
         batch, weight = self.batcher(X, rng, labels)
-        mask = batch["attention_mask"]
+        # every padding mask of the batch (a paired model has one per modality)
+        masks = [v for k, v in batch.items() if k.endswith("mask") and v.dtype == torch.bool]
         info = torch.utils.data.get_worker_info()
         batch["meta"] = {
             "step": step, "part": part, "cells": cells, "weight": weight,
-            "tokens": int(mask.sum()), "slots": int(mask.numel()),
+            "tokens": sum(int(m.sum()) for m in masks), "slots": sum(int(m.numel()) for m in masks),
             "worker": info.id if info is not None else -1,
         }
         return batch

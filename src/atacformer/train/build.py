@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from atacformer.models import (
@@ -124,6 +125,8 @@ def model_inputs(cfg: TrainConfig, corpus, rna=None) -> ModelInputs:
         mi.base_state = {prefix + k: v for k, v in base.state_dict().items()}
     if cfg.objective in PAIRED_OBJECTIVES:
         paired_rna(cfg, corpus, mi, rna)
+    if cfg.objective == "multimodal":
+        paired_gene_activity(cfg, corpus, mi)
     if cfg.objective in FINETUNE_OBJECTIVES:
         wanted = [("batch_labels", cfg.batch_key)] if cfg.objective == "batch-adversarial" else \
             [("labels", cfg.label_key)]
@@ -181,6 +184,50 @@ def paired_rna(cfg: TrainConfig, corpus, mi: ModelInputs, rna=None) -> None:
     mi.rna_medians = gene_nonzero_medians(X[np.flatnonzero(mask)])
     if cfg.rna_base:
         mi.names["rna_gene_keys"] = [str(k) for k in gene_key_values(adata, tokens)]
+
+
+def paired_gene_activity(cfg: TrainConfig, corpus, mi: ModelInputs) -> None:
+    """The corpus cells' gene activity (:func:`atacformer.preprocessing.gene_activity` over
+    their regions, genes of ``cfg.genes``) as ``mi.labels["gene_activity"]``; both modalities
+    are cut to the genes they share (by name)."""
+    import anndata as ad
+    import pandas as pd
+
+    from atacformer.preprocessing import gene_activity
+
+    X = sp.vstack([corpus.get_rows(np.arange(s, min(s + 8192, len(corpus))))
+                   for s in range(0, len(corpus), 8192)], format="csr")
+    regions = corpus.vocab.to_dataframe()
+    var = pd.DataFrame({"chrom": regions["chrom"].astype(str).to_numpy(), "start": regions["start"].to_numpy(),
+                        "end": regions["end"].to_numpy()}, index=[f"r{i}" for i in range(len(regions))])
+    ga = gene_activity(ad.AnnData(X=X, var=var), cfg.genes, genome=cfg.genome)
+    names = pd.Index(mi.names["rna_genes"])
+    shared = names[names.isin(ga.var_names)]
+    if len(shared) == 0:
+        raise ValueError(f"no RNA gene (e.g. {list(names[:3])}) is named in the gene annotation {cfg.genes} "
+                         f"(e.g. {list(ga.var_names[:3])})")
+    logger.info("multimodal: %d of %d RNA genes have gene activity", len(shared), len(names))
+    mi.labels["rna"] = sp.csr_matrix(mi.labels["rna"][:, names.get_indexer(shared)])
+    mi.labels["gene_activity"] = sp.csr_matrix(ga[:, shared].X, dtype=np.float32)
+    mi.names["rna_genes"] = [str(g) for g in shared]
+
+
+#: The multimodal model's architecture on a CPU (hidden 64, two layers, the 256 highest genes of a cell).
+MULTIMODAL_CPU = dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, max_genes=256, dropout=0.0)
+
+
+def build_multimodal(cfg: TrainConfig, mi: ModelInputs):
+    """The gene-level multimodal model, its value bins fitted on the trainable cells."""
+    from atacformer.models import MultimodalConfig, MultimodalForMaskedValues
+
+    genes = mi.names["rna_genes"]
+    train = np.flatnonzero(mi.cell_mask)
+    kw = {**MULTIMODAL_CPU, **cfg.model_overrides}
+    if cfg.mask_ratio is not None:
+        kw["mask_ratio"] = float(cfg.mask_ratio)
+    config = MultimodalConfig(n_genes=len(genes), gene_names=list(genes), **kw).with_value_bins(
+        rna=mi.labels["rna"][train], atac=mi.labels["gene_activity"][train])
+    return MultimodalForMaskedValues(config)
 
 
 def _gene_id_columns(adata) -> list:
@@ -274,6 +321,8 @@ def build_model(cfg: TrainConfig, mi: ModelInputs, seed: int | None = None):
     """
     if seed is not None:
         torch.manual_seed(seed)
+    if cfg.objective == "multimodal":
+        return build_multimodal(cfg, mi)
     kw = cfg.model_kwargs()
     if cfg.model == "atacformer":
         cls = {"profile": AtacformerForProfileReconstruction, "rtd": AtacformerForReplacedTokenDetection}.get(
@@ -379,6 +428,9 @@ def describe(model) -> str:
     """One line: class, parameter count, main sizes."""
     n = sum(p.numel() for p in model.parameters())
     c = model.config
+    if hasattr(c, "gene_names") and hasattr(c, "n_bins"):  # the multimodal model
+        return (f"{type(model).__name__}: {n / 1e6:.2f}M parameters, d={c.hidden_size}, {c.num_layers} layers, "
+                f"{c.n_genes} genes, {c.max_genes} per cell, {c.n_bins} value bins")
     if hasattr(model, "rna_encoder"):  # CRAFT: the two towers
         a, r = c.atac, c.rna
         return (f"{type(model).__name__}: {n / 1e6:.2f}M parameters; ATAC d={a['hidden_size']}, "

@@ -255,15 +255,21 @@ class MaskedBinBatcher:
 
 
 class CraftBatcher:
-    """Micro-batches for :class:`~atacformer.models.CraftModel`: each cell's ATAC tokens (at
-    most ``max_length``, none hidden), its RNA as ranked gene tokens
-    (:func:`~atacformer.models.craft.rank_genes`) and, for the RNA decoder, its
+    """Micro-batches for :class:`~atacformer.models.CraftModel`: each cell's ATAC tokens (a
+    fraction ``hide_prob`` of the ATAC config hidden, then at most ``max_length``), its RNA
+    as ranked gene tokens (:func:`~atacformer.models.craft.rank_genes`) of counts thinned
+    binomially to a fraction ``1 - rna_thinning``, and, for the RNA decoder, its full
     log-normalised expression. ``labels["rna"]`` holds the cells' RNA counts (CSR).
+
+    Both corruptions are augmentations: a pair must be recognised from two partial views,
+    not from the exact set of a cell's regions and genes (without them a CRAFT model
+    memorises its training pairs and matches held-out cells at chance).
     """
 
     def __init__(self, model, context: str = "random", order: str = "genomic"):
         c = model.config
-        self.tokens = ProfileBatcher(model.atacformer.config.replace(hide_prob=0.0), context, order)
+        self.tokens = ProfileBatcher(model.atacformer.config.replace(hide_prob=c.atac_hide_prob), context, order)
+        self.thinning = c.rna_thinning
         self.medians = model.gene_medians.detach().cpu().numpy()
         self.gene_tokens = np.asarray(c.gene_token_ids, dtype=np.int64)
         self.max_genes = c.max_genes
@@ -281,7 +287,12 @@ class CraftBatcher:
         batch, n = self.tokens(X, rng)
         del batch["target_ids"]
         rna = labels["rna"]
-        ranked = rank_genes(rna, self.medians, self.gene_tokens, self.max_genes, self.cls)
+        seen = rna
+        if self.thinning:
+            seen = rna.copy()
+            seen.data = rng.binomial(seen.data.astype(np.int64), 1.0 - self.thinning).astype(np.float32)
+            seen.eliminate_zeros()
+        ranked = rank_genes(seen, self.medians, self.gene_tokens, self.max_genes, self.cls)
         batch["rna_ids"], batch["rna_mask"] = pad_token_lists(ranked, self.pad)
         if self.impute:
             batch["rna_targets"] = torch.from_numpy(log_normalise(rna))
@@ -292,10 +303,14 @@ def make_batcher(model, context: str, order: str, token_probs=None):
     """The batcher for a pretraining model (``token_probs``: replacement distribution of
     replaced-token detection, default uniform)."""
     from atacformer.models import AtacformerForFinetuning, AtacformerForProfileReconstruction
+    from atacformer.models import MultimodalForMaskedValues
     from atacformer.models.craft import CraftModel
+    from atacformer.train.collate_multimodal import MultimodalBatcher
 
     if isinstance(model, CraftModel):
         return CraftBatcher(model, context, order)
+    if isinstance(model, MultimodalForMaskedValues):
+        return MultimodalBatcher(model.config)
 
     if isinstance(model.config, MaskedBinConfig):
         return MaskedBinBatcher(model.config, model.bin_groups.cpu().numpy(), context, order)

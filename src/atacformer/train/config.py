@@ -21,7 +21,7 @@ MODELS = ("atacformer", "masked-bin")
 PRETRAINING_OBJECTIVES = ("rtd", "profile")
 FINETUNE_OBJECTIVES = ("triplet", "classify", "batch-adversarial")
 #: Objectives on paired RNA + ATAC cells (the RNA side comes from ``rna``).
-PAIRED_OBJECTIVES = ("craft",)
+PAIRED_OBJECTIVES = ("craft", "multimodal")
 OBJECTIVES = PRETRAINING_OBJECTIVES + FINETUNE_OBJECTIVES + PAIRED_OBJECTIVES
 PRESETS = ("cpu", "debug", "small", "base")
 
@@ -141,8 +141,10 @@ class TrainConfig:
         vector, :class:`~atacformer.models.AtacformerForProfileReconstruction`) or ``"rtd"``
         (replaced-token detection, geniml's objective); fine-tuning
         (:class:`~atacformer.models.AtacformerForFinetuning`): ``"triplet"``,
-        ``"classify"`` or ``"batch-adversarial"``; paired RNA + ATAC
-        (:class:`~atacformer.models.CraftModel`): ``"craft"``.
+        ``"classify"`` or ``"batch-adversarial"``; paired RNA + ATAC: ``"craft"``
+        (:class:`~atacformer.models.CraftModel`) or ``"multimodal"`` (the gene-level model,
+        :class:`~atacformer.models.MultimodalForMaskedValues`, on RNA counts and the ATAC
+        cells' gene activity over the genes of ``genes``).
     init_from
         Start from this model folder (ours, or a geniml Atacformer folder): its architecture,
         vocabulary (the data is tokenized into it), weights and embedding settings. With a
@@ -374,6 +376,9 @@ class TrainConfig:
             if self.recipe or self.lsi_init or self.contrastive or self.replacement:
                 raise ValueError(f"recipe, lsi_init, contrastive and replacement are pretraining switches; "
                                  f"objective {self.objective!r} is contrastive RNA-ATAC training")
+            if self.objective == "multimodal" and not self.genes:
+                raise ValueError("objective 'multimodal' needs a gene annotation (genes: a GTF or genes BED) to "
+                                 "compute the ATAC cells' gene activity")
         elif self.rna or self.rna_base:
             raise ValueError(f"rna and rna_base are settings of objective 'craft' (objective is {self.objective!r})")
         if (self.lora_rank or self.freeze_layers is not None) and not self.init_from:

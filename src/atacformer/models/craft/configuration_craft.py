@@ -33,6 +33,9 @@ class CraftConfig(ModelConfig):
     impute_hidden_size, impute_weight
         The RNA decoder (one hidden layer, from the ATAC embedding to log-normalised
         expression) and the weight of its mean squared error in the loss.
+    atac_hide_prob, rna_thinning
+        Training augmentations: the fraction of a cell's ATAC tokens hidden, and the fraction
+        of its RNA counts removed (binomial thinning) before ranking.
 
     Examples
     --------
@@ -51,6 +54,8 @@ class CraftConfig(ModelConfig):
     logit_scale_init: float = math.log(1 / 0.07)
     impute_hidden_size: int = 256
     impute_weight: float = 1.0
+    atac_hide_prob: float = 0.5
+    rna_thinning: float = 0.5
 
     def __post_init__(self):
         if len(self.gene_token_ids) != len(self.gene_names):

@@ -76,7 +76,8 @@ TASKS = {"genescore": ("retrieval", "imputation"), "multivi": ("retrieval", "imp
 #: Distance each retrieval method is scored with.
 RETRIEVAL_METRIC = {"genescore": "correlation", "multivi": "euclidean", "craft": "cosine", "random": "correlation"}
 COLUMNS = ["dataset", "task", "method", "metric", "foscttm", "recall@1", "recall@5", "recall@10",
-           "pearson_gene", "pearson_cell", "n_cells", "n_genes", "n_nan_genes", "n_nan_cells", "seconds", "status", "note"]
+           "pearson_gene", "pearson_cell", "n_cells", "n_genes", "n_nan_genes", "n_nan_cells", "seconds", "status",
+           "note"]
 
 #: name -> (folder, RNA file, ATAC file, genome) of the paired sets in ``../shared/data``.
 PAIRED_SETS = {

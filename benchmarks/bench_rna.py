@@ -9,7 +9,7 @@ Pearson) by gene scores, MultiVI, kNN on LSI, CRAFT and a random floor. See
 Usage::
 
     python benchmarks/bench_rna.py [--datasets scicar,neurips] [--methods genescore,multivi,knn,craft]
-        [--craft-minutes 5] [--multivi-epochs 100] [--multivi-minutes 10] [--out benchmarks/out/rna]
+        [--craft-minutes 5] [--multivi-epochs 500] [--multivi-minutes 10] [--out benchmarks/out/rna]
         [--threads 2] [--seed 0]
 """
 
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     p.add_argument("--craft-base", help="pretrained model folder CRAFT starts from (default: none)")
     p.add_argument("--craft-pretrain-minutes", type=float, default=0.0,
                    help="without --craft-base: pretrain CRAFT's ATAC encoder on each set's training ATAC cells first")
-    p.add_argument("--multivi-epochs", type=int, default=100, help="MultiVI epoch cap (early stopping on)")
+    p.add_argument("--multivi-epochs", type=int, default=500, help="MultiVI epoch cap (early stopping on)")
     p.add_argument("--multivi-minutes", type=float, default=10.0, help="MultiVI time cap per set")
     p.add_argument("--train-fraction", type=float, default=0.5, help="share of each cell type used for training")
     p.add_argument("--threads", type=int, default=2)

@@ -168,7 +168,7 @@ def test_a_set_without_gene_annotation_reports_gene_scores_unavailable(tmp_path)
 
 def test_craft_contract_through_stand_ins(monkeypatch, tmp_path):
     """The calls CRAFT gets: train_craft(atac_train, rna_train, out_dir, base=, time_budget=,
-    seed=) -> model path; embed(adata, model, modality=, copy=False) writing
+    seed=, overwrite=True) -> model path; embed(adata, model, modality=, copy=False) writing
     obsm["X_atacformer"]; impute(adata, model) -> cells x genes (the tl order; a
     model-first signature is also accepted)."""
     from atacformer import tools as tl
@@ -176,8 +176,8 @@ def test_craft_contract_through_stand_ins(monkeypatch, tmp_path):
     pair = _toy_pair()
     calls = {}
 
-    def train_craft(atac_train, rna_train, out_dir, base=None, time_budget=None, seed=0):
-        calls["train"] = (atac_train.n_obs, rna_train.n_obs, base, time_budget, seed)
+    def train_craft(atac_train, rna_train, out_dir, base=None, time_budget=None, seed=0, overwrite=False):
+        calls["train"] = (atac_train.n_obs, rna_train.n_obs, base, time_budget, seed, overwrite)
         return out_dir
 
     def embed(adata, model, modality="atac", copy=False):  # a perfect encoder: the cell's type
@@ -193,7 +193,7 @@ def test_craft_contract_through_stand_ins(monkeypatch, tmp_path):
         monkeypatch.setattr(tl, name, fn, raising=False)
     table = run_rna_benchmark([pair], ("craft",), tmp_path, craft_minutes=0.5, seed=4, say=lambda m: None)
     n_train = int(stratified_split(pair.rna.obs["cell_type"], 4).sum())
-    assert calls["train"] == (n_train, n_train, None, 0.5, 4)
+    assert calls["train"] == (n_train, n_train, None, 0.5, 4, True)
     assert calls["embed"] == [("atac", False), ("rna", False)]
     ret = table[table.task == "retrieval"].iloc[0]
     assert ret.status == "ok" and ret.metric == "cosine" and ret.foscttm == 0.0 and ret["recall@1"] == 1.0
@@ -214,6 +214,7 @@ def test_multivi_rows_with_tiny_training(neurips, tmp_path):
     table = run_rna_benchmark({"neurips": neurips}, ("multivi",), tmp_path, multivi_epochs=2,
                               say=lambda m: None)
     assert set(table.task) == {"retrieval", "imputation"} and (table.status == "ok").all()
+    assert table.note.str.startswith("2 epochs in").all()
     assert table[["foscttm", "recall@1"]].iloc[0].notna().all()
     assert np.isfinite(table[table.task == "imputation"].pearson_gene).all()
 

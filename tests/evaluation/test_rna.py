@@ -168,9 +168,8 @@ def test_a_set_without_gene_annotation_reports_gene_scores_unavailable(tmp_path)
 
 def test_craft_contract_through_stand_ins(monkeypatch, tmp_path):
     """The calls CRAFT gets: train_craft(atac_train, rna_train, out_dir, base=, time_budget=,
-    seed=, overwrite=True) -> model path; embed(adata, model, modality=, copy=False) writing
-    obsm["X_atacformer"]; impute(adata, model) -> cells x genes (the tl order; a
-    model-first signature is also accepted)."""
+    seed=, overwrite=True) -> model path; embed(adata, model, modality=) writing
+    obsm["X_atacformer"]; impute(adata, model) -> cells x genes."""
     from atacformer import tools as tl
 
     pair = _toy_pair()
@@ -185,7 +184,7 @@ def test_craft_contract_through_stand_ins(monkeypatch, tmp_path):
         kind = (adata.obs["cell_type"].to_numpy() == "b").astype(float)
         adata.obsm["X_atacformer"] = np.c_[kind, 1 - kind, np.arange(adata.n_obs) * 1e-3]
 
-    def impute(model_path, atac):  # model first: the order this harness was first given
+    def impute(atac, model_path):
         return AnnData(np.asarray(_lognorm(pair.rna[atac.obs_names].X))[:, 1:], obs=atac.obs.copy(),
                        var=pd.DataFrame(index=pair.rna.var_names[1:]))
 
@@ -194,7 +193,7 @@ def test_craft_contract_through_stand_ins(monkeypatch, tmp_path):
     table = run_rna_benchmark([pair], ("craft",), tmp_path, craft_minutes=0.5, seed=4, say=lambda m: None)
     n_train = int(stratified_split(pair.rna.obs["cell_type"], 4).sum())
     assert calls["train"] == (n_train, n_train, None, 0.5, 4, True)
-    assert calls["embed"] == [("atac", False), ("rna", False)]
+    assert calls["embed"] == [("atac", False), ("rna", False)]  # in place (copy left at its default)
     ret = table[table.task == "retrieval"].iloc[0]
     assert ret.status == "ok" and ret.metric == "cosine" and ret.foscttm == 0.0 and ret["recall@1"] == 1.0
     imp = table[table.task == "imputation"].iloc[0]

@@ -54,7 +54,6 @@ its retrieval and imputation rows.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import time
@@ -351,36 +350,19 @@ def _craft_api():
     missing = [f for f in ("train_craft", "embed", "impute") if not hasattr(tl, f)]
     if missing:
         raise Unavailable(f"atacformer.tl has no {', '.join(missing)}")
-    if "modality" not in inspect.signature(tl.embed).parameters:
-        raise Unavailable("atacformer.tl.embed takes no modality")
     return tl.train_craft, tl.embed, tl.impute
 
 
-def _call_with_model(fn, model_path, adata: AnnData, **kwargs):
-    """``fn`` on a model folder and an AnnData, in whichever order it takes them: by name when
-    it names them ``adata`` and ``model`` (the ``tl`` convention: AnnData first), else
-    ``fn(model_path, adata)``."""
-    params = inspect.signature(fn).parameters
-    if "adata" in params and "model" in params:
-        return fn(adata=adata, model=model_path, **kwargs)
-    return fn(model_path, adata, **kwargs)
-
-
 def craft_embed(embed, model_path, adata: AnnData, modality: str) -> np.ndarray:
-    """``obsm["X_atacformer"]`` of ``adata`` embedded by ``embed`` with ``modality``, whether it
-    writes in place (``copy=False`` when it has the parameter) or returns the AnnData."""
-    kwargs = {"modality": modality, **({"copy": False} if "copy" in inspect.signature(embed).parameters else {})}
-    ret = _call_with_model(embed, model_path, adata, **kwargs)
-    for a in (adata, ret):
-        if isinstance(a, AnnData) and "X_atacformer" in a.obsm:
-            return np.asarray(a.obsm["X_atacformer"], np.float64)
-    raise RuntimeError(f"tl.embed(..., modality={modality!r}) left no obsm['X_atacformer']")
+    """``obsm["X_atacformer"]`` of ``adata`` embedded in place by ``embed`` (``tl.embed``)."""
+    embed(adata, model_path, modality=modality)
+    return np.asarray(adata.obsm["X_atacformer"], np.float64)
 
 
 def craft_imputation(impute, model_path, atac: AnnData, genes) -> tuple[np.ndarray, list[str]]:
     """``impute``'s log-normalised expression of ``atac`` over those of ``genes`` the model
     predicts; returns ``(prediction, genes kept)``."""
-    imputed = _call_with_model(impute, model_path, atac)
+    imputed = impute(atac, model_path)
     have = set(imputed.var_names.astype(str))
     kept = [g for g in genes if g in have]
     if not kept:

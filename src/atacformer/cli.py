@@ -235,6 +235,18 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _model_input_args(p) -> None:
+    """Output and input options of the commands that run a model over cells (embed, impute)."""
+    p.add_argument("-o", "--output", required=True, help="OUT.h5ad (never one of the inputs)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT.h5ad")
+    p.add_argument("--genome", default=None, help="genome to check coordinates against (default: the model's)")
+    p.add_argument("--barcodes", help="barcode whitelist (fragments inputs)")
+    p.add_argument("--min-fragments", type=int, default=0)
+    p.add_argument("--input-type", choices=["fragments", "matrix", "bed", "corpus"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when available)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from atacformer import __version__
     from atacformer.evaluation.cli import add_benchmark_commands
@@ -285,14 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Tokenize INPUT with the model's own vocabulary and embed every cell.")
     e.add_argument("model", metavar="MODEL_DIR", help="model folder or Hugging Face Hub id")
     e.add_argument("input", metavar="INPUT", help="fragments file, .h5ad peak matrix, or a corpus directory")
-    e.add_argument("-o", "--output", required=True, help="OUT.h5ad (never one of the inputs)")
-    e.add_argument("--overwrite", action="store_true", help="replace an existing OUT.h5ad")
-    e.add_argument("--genome", default=None, help="genome to check coordinates against (default: the model's)")
-    e.add_argument("--barcodes", help="barcode whitelist (fragments inputs)")
-    e.add_argument("--min-fragments", type=int, default=0)
-    e.add_argument("--input-type", choices=["fragments", "matrix", "bed", "corpus"])
-    e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when available)")
+    _model_input_args(e)
     e.add_argument("--modality", choices=["atac", "rna"], default="atac",
                    help="rna: INPUT is an RNA counts .h5ad embedded by a CRAFT model's RNA encoder into the space "
                    "its ATAC cells share (default atac)")
@@ -303,14 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "log1p(counts / total * 1e4) expression of the model's genes from its ATAC embedding.")
     im.add_argument("model", metavar="MODEL_DIR", help="CRAFT model folder (atacformer craft -o DIR: DIR/model)")
     im.add_argument("input", metavar="INPUT", help="ATAC cells: fragments file, .h5ad peak matrix, or a corpus")
-    im.add_argument("-o", "--output", required=True, help="OUT.h5ad (never one of the inputs)")
-    im.add_argument("--overwrite", action="store_true", help="replace an existing OUT.h5ad")
-    im.add_argument("--genome", default=None, help="genome to check coordinates against (default: the model's)")
-    im.add_argument("--barcodes", help="barcode whitelist (fragments inputs)")
-    im.add_argument("--min-fragments", type=int, default=0)
-    im.add_argument("--input-type", choices=["fragments", "matrix", "bed", "corpus"])
-    im.add_argument("--batch-size", type=int, default=64)
-    im.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: cuda when available)")
+    _model_input_args(im)
     im.set_defaults(func=cmd_impute)
 
     a = sub.add_parser("annotate", help="cell types for a query: kNN vote of a labelled reference, or the "

@@ -142,13 +142,22 @@ def _paired_batch(cfg, seed=0, n=12):
     return batcher(None, np.random.default_rng(seed), labels)
 
 
-def test_loss_equals_a_hand_computation_from_the_logits():
+def _nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """-log softmax(logits)[target], element-wise (logits (..., k), target (...))."""
+    logits = logits.double()
+    return torch.logsumexp(logits, -1) - logits.gather(-1, target[..., None]).squeeze(-1)
+
+
+@pytest.mark.parametrize("value_decoder", ["token", "cell"])
+def test_loss_equals_a_hand_computation_from_the_logits(value_decoder):
     torch.manual_seed(0)
-    cfg = _config(imputation_weight=0.7)
+    cfg = _config(imputation_weight=0.7, profile_weight=0.4, value_decoder=value_decoder)
     model = MultimodalForMaskedValues(cfg).eval()
     batch, weight = _paired_batch(cfg)
     with torch.no_grad():
         out = model(**batch)
+        joint_rna = model.profile_logits(out.cell_embedding, "rna")
+        joint_atac = model.profile_logits(out.cell_embedding, "atac")
     total, count = 0.0, 0
     for m in ("rna", "atac"):
         logits, targets = getattr(out, f"{m}_logits").double(), batch[f"{m}_targets"]
@@ -157,12 +166,30 @@ def test_loss_equals_a_hand_computation_from_the_logits():
             total += (torch.logsumexp(row, 0) - row[targets[b, l]]).item()
             count += 1
     assert count == weight > 0
-    assert abs(out.masked_loss.item() - total / count) < 1e-5
-    imp = out.imputation_logits.double()
-    prof = batch["rna_profile"]
-    nll = torch.logsumexp(imp, -1) - imp.gather(-1, prof[..., None]).squeeze(-1)
-    assert abs(out.imputation_loss.item() - nll.mean().item()) < 1e-5
-    assert abs(out.loss.item() - (total / count + 0.7 * nll.mean().item())) < 1e-5
+    masked = total / count
+    assert abs(out.masked_loss.item() - masked) < 1e-5
+    imputation = _nll(out.imputation_logits, batch["rna_profile"]).mean().item()
+    assert abs(out.imputation_loss.item() - imputation) < 1e-5
+    profile = (_nll(joint_rna, batch["rna_profile"]).mean() + _nll(joint_atac, batch["atac_profile"]).mean()).item() / 2
+    assert abs(out.profile_loss.item() - profile) < 1e-5
+    assert abs(out.loss.item() - (masked + 0.7 * imputation + 0.4 * profile)) < 1e-5
+
+
+def test_the_cell_decoder_reads_the_gene_not_the_token_state():
+    """With value_decoder="cell" a masked position's logits depend on the cell (through the
+    joint embedding) and its gene only: two cells with the same joint embedding and gene get
+    the same logits, whatever the token's context."""
+    torch.manual_seed(0)
+    cfg = _config(value_decoder="cell")
+    model = MultimodalForMaskedValues(cfg).eval()
+    batch, _ = _paired_batch(cfg)
+    with torch.no_grad():
+        out = model(**batch)
+        emb = model.multimodal.embeddings
+        ids = batch["rna_ids"]
+        want = model.value_logits(emb.gene_embeddings(ids) + emb.modality_embeddings.weight[0],
+                                  out.cell_embedding, "rna")
+    torch.testing.assert_close(out.rna_logits, want)
 
 
 def test_forward_with_rna_only_atac_only_and_both():
@@ -221,11 +248,13 @@ def test_cls_pooling_and_joint_embedding_helper():
 
 def test_every_parameter_gets_a_gradient_on_single_modality_batches():
     """DistributedDataParallel needs every parameter in each step's graph."""
-    cfg = _config()
-    model = MultimodalForMaskedValues(cfg)
-    batch, _ = MultimodalBatcher(cfg, kinds=("rna",))(None, np.random.default_rng(0), {"rna": _counts(7)})
-    model(**batch).loss.backward()
-    assert all(p.grad is not None for p in model.parameters())
+    for profile_weight in (0.0, 1.0):
+        cfg = _config(profile_weight=profile_weight)
+        model = MultimodalForMaskedValues(cfg)
+        batch, _ = MultimodalBatcher(cfg, kinds=("rna",))(None, np.random.default_rng(0), {"rna": _counts(7)})
+        assert ("rna_profile" in batch) == (profile_weight > 0)
+        model(**batch).loss.backward()
+        assert all(p.grad is not None for p in model.parameters())
 
 
 # -- save / load -------------------------------------------------------------------------------

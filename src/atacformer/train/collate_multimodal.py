@@ -20,8 +20,8 @@ the value bins of the config's fitted binning. Of a cell's n tokens, ``round(mas
 (at least one when n >= 2, never all of them) drawn at random have their value replaced by
 ``<mask>``; their targets are the true bins, every other position's -100. The loss weight is
 the number of masked positions (the loss is a mean over them). Paired batches also carry
-``rna_profile`` (every gene's RNA bin, the imputation target) when the model has an
-imputation head.
+``rna_profile`` (every gene's RNA bin, the imputation target) when ``imputation_weight > 0``,
+and every batch carries its modalities' ``*_profile`` when ``profile_weight > 0``.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class MultimodalBatcher:
             counts = labels[key]
             if counts.shape[1] != c.n_genes:
                 raise ValueError(f"labels[{key!r}] has {counts.shape[1]} genes, the model {c.n_genes}")
-            want_profile = m == "rna" and kind == "paired" and c.imputation_weight > 0
+            want_profile = c.profile_weight > 0 or (m == "rna" and kind == "paired" and c.imputation_weight > 0)
             t = gene_tokens(counts, c.value_bins(m), c.max_genes, c.pad_token_id, rng, c.target_sum,
                             profile=want_profile)
             n_cells = counts.shape[0]
@@ -135,7 +135,7 @@ class MultimodalBatcher:
             else:
                 batch[f"{m}_values"] = t.values
             if t.profile is not None:
-                batch["rna_profile"] = t.profile
+                batch[f"{m}_profile"] = t.profile
         if self.label_key is not None:
             batch["labels"] = torch.as_tensor(np.asarray(labels[self.label_key], dtype=np.int64))
         return batch, (weight if self.mask_ratio > 0 else n_cells)

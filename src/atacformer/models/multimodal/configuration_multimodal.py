@@ -49,7 +49,15 @@ class MultimodalConfig(ModelConfig):
         A modality's cell embedding: ``"mean"`` over real tokens or the ``<cls>`` output.
     imputation_weight
         Weight of the cross-modal loss (every gene's RNA bin predicted from the ATAC cell
-        embedding, on paired batches) added to the masked-value loss; 0 = no imputation head.
+        embedding, on paired batches) added to the masked-value loss.
+    profile_weight
+        Weight of the profile reconstruction (every gene's bin of each modality present,
+        zeros included, predicted from the joint embedding) added to the loss. The imputation
+        and this share one profile decoder (none when both weights are 0).
+    value_decoder
+        What the masked-value decoder reads besides the joint cell embedding: the masked
+        token's final hidden state (``"token"``, BERT-style) or only its gene's embedding
+        (``"cell"``), so that the cell embedding has to carry the cell's values.
     target_sum
         Counts per cell after depth normalisation (binning step 1).
     rna_idf, rna_bin_edges, atac_idf, atac_bin_edges
@@ -86,6 +94,8 @@ class MultimodalConfig(ModelConfig):
     mask_ratio: float = 0.15
     pooling: str = "mean"
     imputation_weight: float = 1.0
+    profile_weight: float = 0.0
+    value_decoder: str = "token"
     target_sum: float = 1e4
     rna_idf: list[float] = field(default_factory=list)
     rna_bin_edges: list[float] = field(default_factory=list)
@@ -103,6 +113,8 @@ class MultimodalConfig(ModelConfig):
             raise ValueError(f"n_bins must be at least 1, got {self.n_bins}")
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        if self.value_decoder not in ("token", "cell"):
+            raise ValueError(f"value_decoder must be 'token' or 'cell', got {self.value_decoder!r}")
         if self.pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {self.pooling!r}")
         if self.max_genes < 1:

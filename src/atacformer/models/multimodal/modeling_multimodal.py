@@ -11,13 +11,15 @@ the mean of the modality embeddings present.
 
 Pretraining (:class:`MultimodalForMaskedValues`) masks a fraction of value tokens and
 predicts their bins (cross-entropy over the bins). As in the thesis, the reconstruction of
-both modalities reads the same joint embedding: each token's decoder input is its hidden
-state plus a projection of the joint cell embedding, so on a paired cell the RNA side helps
-reconstruct the ATAC side and the other way round. RNA-only, ATAC-only and paired batches
-are alternated (:class:`~atacformer.train.collate_multimodal.MultimodalBatcher`). On paired
-batches a decoder from the ATAC cell embedding predicts every gene's RNA bin (cross-modal
-imputation). :class:`MultimodalForCellClassification` puts a label head on the joint
-embedding.
+both modalities reads the same joint embedding: each masked token's decoder input is its
+final hidden state (``value_decoder="token"``; or only its gene's embedding, ``"cell"``) plus
+a projection of the joint cell embedding, so on a paired cell the RNA side helps reconstruct
+the ATAC side and the other way round. RNA-only, ATAC-only and paired batches are alternated
+(:class:`~atacformer.train.collate_multimodal.MultimodalBatcher`). A profile decoder maps a
+cell embedding to every gene's bin: from the ATAC cell embedding to the RNA profile on paired
+batches (cross-modal imputation, ``imputation_weight``) and, optionally, from the joint
+embedding to each modality's profile (``profile_weight``).
+:class:`MultimodalForCellClassification` puts a label head on the joint embedding.
 """
 
 from __future__ import annotations
@@ -189,17 +191,21 @@ def joint_embedding(embeddings: dict[str, torch.Tensor], present: dict[str, torc
 class MultimodalOutput:
     """Outputs of :class:`MultimodalForMaskedValues`.
 
-    ``loss`` = ``masked_loss`` + ``imputation_weight`` x ``imputation_loss`` (the parts that
-    have targets; None without any). ``masked_loss``: cross-entropy over the value bins, mean
-    over the masked positions of the modalities present. ``rna_logits`` / ``atac_logits``
-    (B, L, n_bins + 1) per token; ``imputation_logits`` (B, n_genes, n_bins + 1): every gene's
-    RNA bin predicted from the ATAC cell embedding (when asked for or trained).
-    ``cell_embedding`` (B, D) is the joint embedding.
+    ``loss`` = ``masked_loss`` + ``imputation_weight`` x ``imputation_loss`` +
+    ``profile_weight`` x ``profile_loss`` (the parts that have targets; None without any).
+    ``masked_loss``: cross-entropy over the value bins, mean over the masked positions of the
+    modalities present. ``imputation_loss``: every gene's RNA bin from the ATAC cell
+    embedding, mean over cells x genes. ``profile_loss``: every gene's bin of each modality
+    present from the joint embedding, mean over cells x genes (and modalities).
+    ``rna_logits`` / ``atac_logits`` (B, L, n_bins + 1) per token; ``imputation_logits``
+    (B, n_genes, n_bins + 1) when trained or asked for. ``cell_embedding`` (B, D) is the joint
+    embedding.
     """
 
     loss: torch.Tensor | None
     masked_loss: torch.Tensor | None
     imputation_loss: torch.Tensor | None
+    profile_loss: torch.Tensor | None
     rna_logits: torch.Tensor | None
     atac_logits: torch.Tensor | None
     imputation_logits: torch.Tensor | None
@@ -208,9 +214,16 @@ class MultimodalOutput:
     cell_embedding: torch.Tensor
 
 
+def _mean_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1))
+
+
 class MultimodalForMaskedValues(_MultimodalLoading, nn.Module):
-    """The multimodal model with its masked-value decoder and the cross-modal (ATAC -> RNA)
-    imputation head.
+    """The multimodal model with its masked-value decoder and a profile decoder (a cell
+    embedding -> every gene's bin of a modality), which gives the cross-modal imputation
+    (ATAC cell embedding -> RNA profile, on paired batches) and, with
+    ``config.profile_weight``, the reconstruction of each modality's whole profile from the
+    joint embedding.
 
     Examples
     --------
@@ -233,17 +246,20 @@ class MultimodalForMaskedValues(_MultimodalLoading, nn.Module):
         self.joint_proj = nn.Linear(d, d)  # the joint cell embedding, added to every token
         self.value_transform = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d, eps=c.layer_norm_eps))
         self.value_decoder = nn.Linear(d, len(MODALITIES) * k)  # one block of k logits per modality
-        self.imputation_head = (
-            nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d, eps=c.layer_norm_eps),
-                          nn.Linear(d, c.n_genes * k))
-            if c.imputation_weight > 0 else None)
-        for m in (self.joint_proj, self.value_transform, self.value_decoder, self.imputation_head):
+        self.profile_transform = self.profile_decoder = None
+        if c.imputation_weight > 0 or c.profile_weight > 0:
+            self.profile_transform = nn.Sequential(nn.Linear(d, d), nn.GELU(),
+                                                   nn.LayerNorm(d, eps=c.layer_norm_eps))
+            # one block of n_genes x k logits per modality
+            self.profile_decoder = nn.Linear(d, len(MODALITIES) * c.n_genes * k)
+        for m in (self.joint_proj, self.value_transform, self.value_decoder, self.profile_transform,
+                  self.profile_decoder):
             if m is not None:
                 m.apply(lambda mod: init_weights(mod, c.initializer_range))
 
     # -- pieces ------------------------------------------------------------------------
     def value_logits(self, hidden: torch.Tensor, joint: torch.Tensor, modality: str) -> torch.Tensor:
-        """Per-token bin logits (B, L, n_bins + 1) of ``modality`` from its hidden states
+        """Per-token bin logits (B, L, n_bins + 1) of ``modality`` from its token states
         (B, L, D) and the joint cell embedding (B, D)."""
         k = self.config.n_value_classes
         h = self.value_transform(hidden + self.joint_proj(joint)[:, None])  # (B, L, D)
@@ -252,12 +268,20 @@ class MultimodalForMaskedValues(_MultimodalLoading, nn.Module):
         b = self.value_decoder.bias[mod * k: (mod + 1) * k]
         return F.linear(h, w, b)  # (B, L, k)
 
+    def profile_logits(self, cell: torch.Tensor, modality: str) -> torch.Tensor:
+        """Every gene's ``modality`` bin logits (B, n_genes, n_bins + 1) from cell embeddings (B, D)."""
+        if self.profile_decoder is None:
+            raise ValueError("this model has no profile decoder (config.imputation_weight and "
+                             "config.profile_weight are 0)")
+        g, k = self.config.n_genes, self.config.n_value_classes
+        mod = _modality_index(modality)
+        w = self.profile_decoder.weight[mod * g * k: (mod + 1) * g * k]  # (G k, D)
+        b = self.profile_decoder.bias[mod * g * k: (mod + 1) * g * k]
+        return F.linear(self.profile_transform(cell), w, b).view(cell.shape[0], g, k)  # (B, G, k)
+
     def imputation_logits(self, atac_embedding: torch.Tensor) -> torch.Tensor:
         """Every gene's RNA bin logits (B, n_genes, n_bins + 1) from ATAC cell embeddings (B, D)."""
-        if self.imputation_head is None:
-            raise ValueError("this model has no imputation head (config.imputation_weight = 0)")
-        b = atac_embedding.shape[0]
-        return self.imputation_head(atac_embedding).view(b, self.config.n_genes, self.config.n_value_classes)
+        return self.profile_logits(atac_embedding, "rna")
 
     def cross_modal_logits(self, atac_ids: torch.Tensor, atac_values: torch.Tensor,
                            atac_mask: torch.Tensor | None = None, **_) -> torch.Tensor:
@@ -271,8 +295,8 @@ class MultimodalForMaskedValues(_MultimodalLoading, nn.Module):
                 rna_mask: torch.Tensor | None = None, atac_ids: torch.Tensor | None = None,
                 atac_values: torch.Tensor | None = None, atac_mask: torch.Tensor | None = None,
                 rna_targets: torch.Tensor | None = None, atac_targets: torch.Tensor | None = None,
-                rna_profile: torch.Tensor | None = None, return_imputation: bool = False
-                ) -> MultimodalOutput:
+                rna_profile: torch.Tensor | None = None, atac_profile: torch.Tensor | None = None,
+                return_imputation: bool = False) -> MultimodalOutput:
         """Encode RNA and/or ATAC tokens (an absent modality's inputs are None) and compute
         the losses there are targets for.
 
@@ -283,49 +307,62 @@ class MultimodalForMaskedValues(_MultimodalLoading, nn.Module):
             keep-masks (True = real token) of each modality present.
         rna_targets, atac_targets
             (B, L_m) the true bin at masked positions, -100 elsewhere.
-        rna_profile
-            (B, n_genes) every gene's RNA bin: the imputation target (paired batches).
+        rna_profile, atac_profile
+            (B, n_genes) every gene's bin (zeros included): the targets of the imputation
+            (``rna_profile`` with the ATAC input) and of the profile reconstruction.
         return_imputation
             Return ``imputation_logits`` also without ``rna_profile``.
         """
+        c = self.config
         enc = self.multimodal.encode_modalities(rna_ids, rna_values, rna_mask, atac_ids, atac_values,
                                                 atac_mask)
         cells = {m: cell for m, (_, cell, _) in enc.items()}
         joint = joint_embedding(cells, {m: has for m, (_, _, has) in enc.items()})  # (B, D)
-        targets = {"rna": rna_targets, "atac": atac_targets}
+        masked_loss, logits = self._masked_loss(enc, joint, {"rna": rna_ids, "atac": atac_ids},
+                                                {"rna": rna_targets, "atac": atac_targets})
+        profiles = {"rna": rna_profile, "atac": atac_profile}
+        imp_logits = imp_loss = profile_loss = None
+        if "atac" in enc and self.profile_decoder is not None and c.imputation_weight > 0 and (
+                rna_profile is not None or return_imputation):
+            imp_logits = self.imputation_logits(cells["atac"])  # (B, G, k)
+            if rna_profile is not None:
+                imp_loss = _mean_ce(imp_logits, rna_profile)
+        if c.profile_weight > 0:
+            parts = [_mean_ce(self.profile_logits(joint, m), profiles[m]) for m in enc if profiles[m] is not None]
+            profile_loss = sum(parts) / len(parts) if parts else None
+        parts = [x for x in (masked_loss,) if x is not None]
+        if imp_loss is not None:
+            parts.append(c.imputation_weight * imp_loss)
+        if profile_loss is not None:
+            parts.append(c.profile_weight * profile_loss)
+        loss = sum(parts) if parts else None
+        if loss is not None and self.profile_decoder is not None and imp_loss is None and profile_loss is None:
+            # DistributedDataParallel expects every parameter in every step's graph
+            loss = loss + 0.0 * sum(p.sum() for p in (*self.profile_transform.parameters(),
+                                                      *self.profile_decoder.parameters()))
+        return MultimodalOutput(
+            loss=loss, masked_loss=masked_loss, imputation_loss=imp_loss, profile_loss=profile_loss,
+            rna_logits=logits.get("rna"), atac_logits=logits.get("atac"), imputation_logits=imp_logits,
+            rna_embedding=cells.get("rna"), atac_embedding=cells.get("atac"), cell_embedding=joint)
+
+    def _masked_loss(self, enc: dict, joint: torch.Tensor, ids: dict, targets: dict):
+        """(mean cross-entropy over the masked positions of all modalities, or None without
+        targets; per-token logits by modality)."""
         logits, ce_sum, n_masked = {}, joint.new_zeros(()), 0
         for m, (hidden, _, _) in enc.items():
+            if self.config.value_decoder == "cell":  # the gene's identity only, not its token's state
+                emb = self.multimodal.embeddings
+                hidden = emb.gene_embeddings(ids[m]) + emb.modality_embeddings.weight[_modality_index(m)]
             logits[m] = self.value_logits(hidden, joint, m)  # (B, L, k)
             t = targets[m]
             if t is not None:
                 ce_sum = ce_sum + F.cross_entropy(logits[m].reshape(-1, logits[m].shape[-1]).float(),
                                                   t.reshape(-1), ignore_index=-100, reduction="sum")
                 n_masked = n_masked + (t != -100).sum()
-        has_targets = any(targets[m] is not None for m in enc)
+        if not any(targets[m] is not None for m in enc):
+            return None, logits
         # a batch without a masked position still gives a loss with a graph (zero)
-        masked_loss = (ce_sum / torch.clamp(torch.as_tensor(n_masked, device=joint.device), min=1)
-                       if has_targets else None)
-        imp_logits = imp_loss = None
-        if "atac" in enc and self.imputation_head is not None and (rna_profile is not None or return_imputation):
-            imp_logits = self.imputation_logits(cells["atac"])  # (B, G, k)
-            if rna_profile is not None:
-                imp_loss = F.cross_entropy(imp_logits.reshape(-1, imp_logits.shape[-1]).float(),
-                                           rna_profile.reshape(-1))
-        elif rna_profile is not None:
-            raise ValueError("rna_profile (the imputation target) needs the ATAC input and an "
-                             "imputation head (config.imputation_weight > 0)")
-        loss = None
-        if masked_loss is not None or imp_loss is not None:
-            loss = masked_loss if masked_loss is not None else joint.new_zeros(())
-            if imp_loss is not None:
-                loss = loss + self.config.imputation_weight * imp_loss
-            elif self.imputation_head is not None:
-                # DistributedDataParallel expects every parameter in every step's graph
-                loss = loss + 0.0 * sum(p.sum() for p in self.imputation_head.parameters())
-        return MultimodalOutput(
-            loss=loss, masked_loss=masked_loss, imputation_loss=imp_loss,
-            rna_logits=logits.get("rna"), atac_logits=logits.get("atac"), imputation_logits=imp_logits,
-            rna_embedding=cells.get("rna"), atac_embedding=cells.get("atac"), cell_embedding=joint)
+        return ce_sum / torch.clamp(torch.as_tensor(n_masked, device=joint.device), min=1), logits
 
     def embed(self, **inputs) -> torch.Tensor:
         """The joint cell embedding (B, D) (see :meth:`MultimodalModel.embed`)."""
@@ -382,9 +419,9 @@ class MultimodalForCellClassification(_MultimodalLoading, nn.Module):
 
     def forward(self, rna_ids=None, rna_values=None, rna_mask=None, atac_ids=None, atac_values=None,
                 atac_mask=None, labels: torch.Tensor | None = None, rna_targets=None, atac_targets=None,
-                rna_profile=None) -> CellClassificationOutput:
+                rna_profile=None, atac_profile=None) -> CellClassificationOutput:
         """Logits of the joint embedding; ``labels`` (B,) class codes (-100 = unknown).
-        The masking targets (``*_targets``, ``rna_profile``) are accepted and ignored, so a
+        The pretraining targets (``*_targets``, ``*_profile``) are accepted and ignored, so a
         masked batch also trains the classifier (on its partly masked values)."""
         z = self.multimodal.embed(rna_ids=rna_ids, rna_values=rna_values, rna_mask=rna_mask,
                                   atac_ids=atac_ids, atac_values=atac_values, atac_mask=atac_mask)

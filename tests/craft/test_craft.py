@@ -325,3 +325,36 @@ def test_multimodal_trains_through_the_one_loop(tmp_path, data_dir):
     r = rna[atac.obs_names][:, m.config.gene_names]
     emb = embed_multimodal(m, sp.csr_matrix(r.X), sp.csr_matrix(ga.X))
     assert emb.shape == (300, m.config.hidden_size) and np.isfinite(emb).all()
+
+
+def test_craft_from_a_geniml_folder(tmp_path, data_dir):
+    """A geniml Atacformer checkpoint as the ATAC side: its backbone weights are CRAFT's."""
+    import gzip
+
+    import anndata as ad
+
+    from atacformer import Vocabulary
+    from atacformer import tools as tl
+    from atacformer.models import load_model
+
+    geniml_af = pytest.importorskip("geniml.atacformer", reason="geniml (with transformers < 5) is not installed")
+    a = ad.read_h5ad(data_dir / "geniml_pbmc_hg38_tiny" / "pbmc_hg38.h5ad")
+    vocab = Vocabulary(a.var["chr"].to_numpy(), a.var["start"].to_numpy(), a.var["end"].to_numpy())
+    n = vocab.n_regions
+    cfg = geniml_af.AtacformerConfig(vocab_size=n + 7, pad_token_id=n + 1, cls_token_id=n + 3, eos_token_id=n + 4,
+                                     bos_token_id=n + 5, sep_token_id=n + 6, hidden_size=32, intermediate_size=64,
+                                     num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=128,
+                                     use_pos_embeddings=False)
+    torch.manual_seed(0)
+    geniml_af.AtacformerForReplacedTokenDetection(cfg).eval().save_pretrained(tmp_path / "g")
+    with gzip.open(tmp_path / "g" / "universe.bed.gz", "wt") as f:
+        for c, s, e in zip(vocab.chroms, vocab.starts, vocab.ends):
+            f.write(f"{c}\t{s}\t{e}\n")
+    rng = np.random.default_rng(0)  # RNA partners for the geniml fixture's cells (it has none)
+    rna = ad.AnnData(sp.csr_matrix(rng.poisson(1.0, (a.n_obs, 30)).astype(np.int32)), obs=a.obs[[]].copy())
+    rna.var_names = [f"g{i}" for i in range(30)]
+    path = tl.train_craft(a, rna, tmp_path / "run", base=tmp_path / "g", max_steps=0)
+    m, base = load_model(path), load_model(tmp_path / "g")
+    own = base.state_dict()
+    for k, v in m.atacformer.state_dict().items():
+        torch.testing.assert_close(v, own["atacformer." + k] if "atacformer." + k in own else own[k])

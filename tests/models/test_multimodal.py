@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-import torch.nn.functional as F
 
 from atacformer.models import (
     MultimodalConfig, MultimodalForCellClassification, MultimodalForMaskedValues, MultimodalModel,

@@ -166,10 +166,11 @@ def paired_rna(cfg: TrainConfig, corpus, mi: ModelInputs, rna=None) -> None:
 
     adata = read_rna(rna if rna is not None else cfg.rna)
     if cfg.rna_base:
-        from atacformer.models.craft import load_bert_checkpoint
+        from atacformer.models.craft import load_token_dictionary
 
-        tokens = load_bert_checkpoint(cfg.rna_base)[2]
-        known = gene_keys(adata, tokens)
+        tokens = load_token_dictionary(cfg.rna_base)
+        keys = gene_key_values(adata, tokens)
+        known = np.array([k in tokens for k in keys], dtype=bool)
         if not known.any():
             raise ValueError(f"{cfg.rna_base}: no gene of the RNA data (e.g. {list(adata.var_names[:3])}) is in "
                              "the checkpoint's token dictionary (by name or by a var 'gene_ids' column)")
@@ -183,7 +184,7 @@ def paired_rna(cfg: TrainConfig, corpus, mi: ModelInputs, rna=None) -> None:
     mi.cell_mask = mask
     mi.rna_medians = gene_nonzero_medians(X[np.flatnonzero(mask)])
     if cfg.rna_base:
-        mi.names["rna_gene_keys"] = [str(k) for k in gene_key_values(adata, tokens)]
+        mi.names["rna_gene_keys"] = [str(k) for k, hit in zip(keys, known) if hit]
 
 
 def paired_gene_activity(cfg: TrainConfig, corpus, mi: ModelInputs) -> None:
@@ -232,11 +233,6 @@ def build_multimodal(cfg: TrainConfig, mi: ModelInputs):
 
 def _gene_id_columns(adata) -> list:
     return [c for c in ("gene_ids", "gene_id", "ensembl_id") if c in adata.var.columns]
-
-
-def gene_keys(adata, tokens: dict) -> np.ndarray:
-    """Which genes of ``adata`` a token dictionary knows (by name, else by a gene-id column)."""
-    return np.array([k in tokens for k in gene_key_values(adata, tokens)], dtype=bool)
 
 
 def gene_key_values(adata, tokens: dict) -> list:

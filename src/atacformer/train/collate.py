@@ -270,10 +270,8 @@ class CraftBatcher:
         c = model.config
         self.tokens = ProfileBatcher(model.atacformer.config.replace(hide_prob=c.atac_hide_prob), context, order)
         self.thinning = c.rna_thinning
+        self.config = c
         self.medians = model.gene_medians.detach().cpu().numpy()
-        self.gene_tokens = np.asarray(c.gene_token_ids, dtype=np.int64)
-        self.max_genes = c.max_genes
-        self.pad, self.cls = c.rna.get("pad_token_id", 0), c.rna.get("cls_token_id")
         self.impute = bool(c.impute_weight)
 
     def effective_lengths(self, n_tokens: np.ndarray) -> np.ndarray:
@@ -282,7 +280,8 @@ class CraftBatcher:
     def __call__(self, X, rng: np.random.Generator, labels: dict | None = None
                  ) -> tuple[dict[str, torch.Tensor], int]:
         """``(batch, weight)``; ``weight`` = cells."""
-        from atacformer.models.craft import log_normalise, rank_genes
+        from atacformer.models.craft import log_normalise
+        from atacformer.models.craft.modeling_craft import rna_inputs
 
         batch, n = self.tokens(X, rng)
         del batch["target_ids"]
@@ -292,8 +291,7 @@ class CraftBatcher:
             seen = rna.copy()
             seen.data = rng.binomial(seen.data.astype(np.int64), 1.0 - self.thinning).astype(np.float32)
             seen.eliminate_zeros()
-        ranked = rank_genes(seen, self.medians, self.gene_tokens, self.max_genes, self.cls)
-        batch["rna_ids"], batch["rna_mask"] = pad_token_lists(ranked, self.pad)
+        batch["rna_ids"], batch["rna_mask"] = rna_inputs(seen, self.medians, self.config)
         if self.impute:
             batch["rna_targets"] = torch.from_numpy(log_normalise(rna))
         return batch, n

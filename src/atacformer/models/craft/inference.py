@@ -7,8 +7,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from atacformer.models._collate import pad_token_lists
-from atacformer.models.craft.rank_encoder import rank_genes
+from atacformer.models.craft.modeling_craft import rna_inputs
 
 
 def _batches(n: int, batch_size: int, progress: bool, desc: str):
@@ -45,16 +44,14 @@ def embed_rna_cells(model, counts, batch_size: int = 64, device=None, progress: 
         model.to(device)
     dev = next(model.parameters()).device
     medians = model.gene_medians.detach().cpu().numpy()
-    tokens = np.asarray(c.gene_token_ids, dtype=np.int64)
     out = np.empty((X.shape[0], c.projection_dim), np.float32)
     was = model.training
     model.eval()
     try:
         with torch.inference_mode():
             for s in _batches(X.shape[0], batch_size, progress, "embedding RNA cells"):
-                ranked = rank_genes(X[s: s + batch_size], medians, tokens, c.max_genes, c.rna.get("cls_token_id"))
-                ids, mask = pad_token_lists(ranked, c.rna.get("pad_token_id", 0))
-                out[s: s + len(ranked)] = model.embed_rna(ids.to(dev), mask.to(dev)).float().cpu().numpy()
+                ids, mask = rna_inputs(X[s: s + batch_size], medians, c)
+                out[s: s + len(ids)] = model.embed_rna(ids.to(dev), mask.to(dev)).float().cpu().numpy()
     finally:
         model.train(was)
     out[np.diff(X.indptr) == 0] = np.nan

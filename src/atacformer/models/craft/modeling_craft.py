@@ -25,7 +25,8 @@ from atacformer.models._pretrained import PretrainedMixin
 from atacformer.models.atacformer.configuration_atacformer import AtacformerConfig
 from atacformer.models.atacformer.modeling_atacformer import AtacformerModel
 from atacformer.models.craft.configuration_craft import CraftConfig
-from atacformer.models.craft.rank_encoder import RankEncoder
+from atacformer.models._collate import pad_token_lists
+from atacformer.models.craft.rank_encoder import RankEncoder, rank_genes
 
 
 def clip_loss(atac: torch.Tensor, rna: torch.Tensor, logit_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,6 +48,15 @@ def clip_loss(atac: torch.Tensor, rna: torch.Tensor, logit_scale: torch.Tensor) 
     logits = logit_scale.exp() * atac @ rna.T  # (B, B)
     target = torch.arange(len(atac), device=atac.device)
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2, logits
+
+
+def rna_inputs(counts, medians: np.ndarray, config: CraftConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rna_ids`` / ``rna_mask`` (B, G) of cells' counts (columns: ``config.gene_names``):
+    their genes ranked as the model reads them (:func:`rank_genes` with the model's medians,
+    gene tokens, ``max_genes`` and ``<cls>``), padded."""
+    ranked = rank_genes(counts, medians, np.asarray(config.gene_token_ids, dtype=np.int64), config.max_genes,
+                        config.rna.get("cls_token_id"))
+    return pad_token_lists(ranked, config.rna.get("pad_token_id", 0))
 
 
 @dataclass

@@ -226,6 +226,17 @@ def _read_mapping(d: Path, stem: str) -> dict | None:
     return None
 
 
+def load_token_dictionary(path) -> dict:
+    """The token dictionary of a BERT / Geneformer checkpoint folder (gene id or name -> token
+    id), read without its weights."""
+    d = Path(path)
+    tokens = _read_mapping(d, "token_dictionary")
+    if tokens is None:
+        raise FileNotFoundError(f"{d}: no token dictionary (token_dictionary.json or Geneformer's "
+                                "token_dictionary.pkl) mapping genes to token ids")
+    return tokens
+
+
 def load_bert_checkpoint(path) -> tuple[dict, dict[str, torch.Tensor], dict, dict | None]:
     """Read a local BERT checkpoint folder for the RNA encoder.
 
@@ -249,10 +260,7 @@ def load_bert_checkpoint(path) -> tuple[dict, dict[str, torch.Tensor], dict, dic
     if c.get("model_type") not in (None, "bert"):
         raise ValueError(f"{d}/config.json: model_type {c.get('model_type')!r}; the RNA encoder loads BERT "
                          "checkpoints (Geneformer's are BERT)")
-    tokens = _read_mapping(d, "token_dictionary")
-    if tokens is None:
-        raise FileNotFoundError(f"{d}: no token dictionary (token_dictionary.json or Geneformer's "
-                                "token_dictionary.pkl) mapping genes to token ids")
+    tokens = load_token_dictionary(d)
     act = c.get("hidden_act", "gelu")
     if act not in ("gelu", "relu"):
         raise ValueError(f"{d}/config.json: hidden_act {act!r}; supported: 'gelu', 'relu'")

@@ -73,7 +73,8 @@ def pretrain(cfg: TrainConfig, data=None, rna=None) -> dict:
         :class:`~atacformer.tokenizers.TokenizedCells`, or a list of them. They are written
         once into ``OUT/corpus``.
     rna
-        ``objective="craft"``: the paired RNA counts as an AnnData instead of ``cfg.rna``.
+        A paired objective (``"craft"``, ``"multimodal"``): the RNA counts as an AnnData instead
+        of ``cfg.rna``.
 
     Launch several processes with ``torchrun --nproc-per-node N -m atacformer pretrain ...``
     (or call this function in each): DDP by default, FSDP2 with ``parallel="fsdp"``.

@@ -1,0 +1,1 @@
+"""Consensus region sets ("universes") built from a collection of region sets."""

@@ -251,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     from atacformer import __version__
     from atacformer.evaluation.cli import add_benchmark_commands
     from atacformer.train.cli import add_train_commands
+    from atacformer.vocab.universe.cli import add_universe_commands
 
     p = argparse.ArgumentParser(prog="atacformer", description="Transformer foundation models for chromatin "
                                 "accessibility: tokenize, pretrain, embed, annotate, cluster.")
@@ -354,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
     add_train_commands(sub)
     add_benchmark_commands(sub)
+    add_universe_commands(sub)
     return p
 
 

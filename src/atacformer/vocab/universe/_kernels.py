@@ -64,6 +64,14 @@ def viterbi_paths(obs, seg_start, seg_end, log_start, log_trans, log_pmf, out):
     """
     n_states = log_trans.shape[0]
     n_tracks = obs.shape[1]
+    # each state's possible predecessors (a transition of probability 0 never wins)
+    preds = np.zeros((n_states, n_states), np.int64)
+    n_preds = np.zeros(n_states, np.int64)
+    for i in range(n_states):
+        for j in range(n_states):
+            if log_trans[j, i] > -np.inf:
+                preds[i, n_preds[i]] = j
+                n_preds[i] += 1
     for k in range(len(seg_start)):
         a, b = seg_start[k], seg_end[k]
         n = b - a
@@ -79,7 +87,8 @@ def viterbi_paths(obs, seg_start, seg_end, log_start, log_trans, log_pmf, out):
                     lat[0, i] = log_start[i] + f
                 else:
                     m = -np.inf
-                    for j in range(n_states):
+                    for q in range(n_preds[i]):
+                        j = preds[i, q]
                         v = lat[t - 1, j] + log_trans[j, i]
                         if v > m:
                             m = v
@@ -100,3 +109,73 @@ def viterbi_paths(obs, seg_start, seg_end, log_start, log_trans, log_pmf, out):
                     bi = i
             out[a + t] = bi
             prev = bi
+
+
+@njit(cache=True)
+def expand_runs(pos, val, seg_start, seg_end, out, col):
+    """Write the run-length track (``pos``, ``val``) per base over the sorted, disjoint
+    stretches ``[seg_start[k], seg_end[k])`` into ``out[:, col]``, stretches one after another."""
+    r = 0
+    n_runs = len(pos)
+    o = 0
+    for k in range(len(seg_start)):
+        a = seg_start[k]
+        b = seg_end[k]
+        while r + 1 < n_runs and pos[r + 1] <= a:
+            r += 1
+        x = a
+        while x < b:
+            stop = pos[r + 1] if r + 1 < n_runs else b
+            if stop > b:
+                stop = b
+            v = val[r]
+            for i in range(x, stop):
+                out[o, col] = v
+                o += 1
+            x = stop
+            if x < b:
+                r += 1
+
+
+@njit(cache=True)
+def path_regions(path, seg_start, seg_end):
+    """Regions of a decoded path: each run of non-background states (3) inside a stretch that
+    holds a core (1) and ends in the end state (2). Returns (start, end, core_start, core_end)
+    with the core from the first core base to the first end base, as geniml writes them."""
+    n = 0
+    for i in range(len(path)):
+        if path[i] != 3 and (i == 0 or path[i - 1] == 3):
+            n += 1
+    rs = np.empty(n, np.int64)
+    re = np.empty(n, np.int64)
+    cs = np.empty(n, np.int64)
+    ce = np.empty(n, np.int64)
+    m = 0
+    o = 0
+    for k in range(len(seg_start)):
+        a = seg_start[k]
+        L = seg_end[k] - a
+        i = 0
+        while i < L:
+            if path[o + i] == 3:
+                i += 1
+                continue
+            j = i
+            first_core = -1
+            first_end = -1
+            while j < L and path[o + j] != 3:
+                s = path[o + j]
+                if s == 1 and first_core < 0:
+                    first_core = j
+                if s == 2 and first_end < 0:
+                    first_end = j
+                j += 1
+            if first_core >= 0 and first_end >= 0 and path[o + j - 1] == 2:
+                rs[m] = a + i
+                re[m] = a + j
+                cs[m] = a + first_core
+                ce[m] = a + first_end
+                m += 1
+            i = j
+        o += L
+    return rs[:m], re[:m], cs[:m], ce[:m]

@@ -180,6 +180,7 @@ class CoverageTracks:
         per_chrom: dict[str, dict[str, list]] = {}
         for df, name in tqdm(list(zip(region_sets, names)), desc="reading region sets", unit=" sets",
                              disable=progress is False if progress is not None else None, leave=False):
+            df = _drop_contigs(df, g, name)
             if clip:
                 df = _clip(df, g, name)
             _check_genome(df, g, name)
@@ -332,6 +333,19 @@ def _clip(df: pd.DataFrame, g: Genome, name) -> pd.DataFrame:
     return df
 
 
+def _drop_contigs(df: pd.DataFrame, g: Genome, name) -> pd.DataFrame:
+    """Regions on unplaced / alternative contigs (``chrUn_*``, ``*_random``, ``*_alt``, chrM...)
+    the genome lacks are dropped, as the tokenizer does."""
+    from atacformer.tokenizers.fragments import is_contig
+
+    extra = [c for c in df["chrom"].unique() if c not in g.chrom_sizes and is_contig(c)]
+    if extra:
+        drop = df["chrom"].isin(extra).to_numpy()
+        log.info("%s: %d regions on %d contigs outside genome %s dropped", name, int(drop.sum()), len(extra), g.name)
+        df = df[~drop]
+    return df
+
+
 def _check_genome(df: pd.DataFrame, g: Genome, name) -> None:
     path = name if isinstance(name, (str, os.PathLike)) and os.path.exists(os.fspath(name)) else None
     unknown = sorted(set(df["chrom"].unique()) - set(g.chrom_sizes))
@@ -351,11 +365,13 @@ def _check_genome(df: pd.DataFrame, g: Genome, name) -> None:
 
 def _common_genome(frames, paths) -> Genome:
     from atacformer.genome._genome import BUILTIN_GENOMES
+    from atacformer.tokenizers.fragments import is_contig
 
     fits = []
     for df in frames:
         ok = set()
         ends = df.groupby("chrom")["end"].max()
+        ends = ends[[not is_contig(c) for c in ends.index]]
         for name in BUILTIN_GENOMES:
             g = get_genome(name)
             if all(c in g.chrom_sizes and e <= g.chrom_sizes[c] for c, e in ends.items()):

@@ -27,7 +27,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from atacformer.errors import AtacformerError
-from atacformer.vocab.universe._kernels import lh_paths, viterbi_paths
+from atacformer.vocab.universe._kernels import expand_runs, lh_paths, path_regions, viterbi_paths
 from atacformer.vocab.universe.coverage import KINDS, CoverageTracks, Track, merge_intervals
 
 log = logging.getLogger(__name__)
@@ -297,14 +297,11 @@ def _stretches(tracks: list[Track], length: int) -> tuple[np.ndarray, np.ndarray
     return seg_s.astype(np.int64), seg_e.astype(np.int64)
 
 
-def _dense_segments(tracks: list[Track], seg_s, seg_e, dtype=np.int64) -> np.ndarray:
-    n = int((seg_e - seg_s).sum())
-    out = np.empty((n, len(tracks)), dtype)
-    o = 0
-    for a, b in zip(seg_s, seg_e):
-        for j, t in enumerate(tracks):
-            out[o:o + b - a, j] = t.dense(a, b)
-        o += b - a
+def _dense_segments(tracks: list[Track], seg_s, seg_e, dtype=np.int32) -> np.ndarray:
+    """Per-base values of the tracks over the stretches, one column per track."""
+    out = np.empty((int((seg_e - seg_s).sum()), len(tracks)), dtype)
+    for j, t in enumerate(tracks):
+        expand_runs(t.pos, t.val, seg_s, seg_e, out, j)
     return out
 
 
@@ -312,25 +309,7 @@ def _path_regions(path: np.ndarray, seg_s, seg_e):
     """Regions of a decoded path (geniml's ``predictions_to_bed``): each run of non-background
     states is a region; its core runs from the first core base to the first end base.
     Runs without both a core and an end are dropped."""
-    out = [[], [], [], []]
-    o = 0
-    for a, b in zip(seg_s, seg_e):
-        p = path[o:o + b - a]
-        o += b - a
-        fg = np.concatenate([[False], p != 3, [False]])
-        rs = np.flatnonzero(fg[1:-1] & ~fg[:-2])
-        re = np.flatnonzero(fg[1:-1] & ~fg[2:]) + 1
-        for x, y in zip(rs, re):
-            r = p[x:y]
-            core = np.flatnonzero(r == 1)
-            end = np.flatnonzero(r == 2)
-            if not len(core) or not len(end) or r[-1] != 2:
-                continue
-            out[0].append(a + x)
-            out[1].append(a + y)
-            out[2].append(a + x + core[0])
-            out[3].append(a + x + end[0])
-    return out
+    return list(path_regions(path, np.asarray(seg_s, np.int64), np.asarray(seg_e, np.int64)))
 
 
 def lh_model(t: Track, n_files: int) -> np.ndarray:

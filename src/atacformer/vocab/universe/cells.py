@@ -338,11 +338,8 @@ def _check_peaks(pm, genome, source) -> np.ndarray:
     g = get_genome(genome)
     chroms = pm.peaks["chrom"].astype(str).to_numpy(dtype=object)
     keep = np.array([c in g.chrom_sizes for c in chroms], dtype=bool)
-    bad = ~keep & np.array([not is_contig(c) for c in chroms], dtype=bool)
-    if bad.any():
-        raise GenomeMismatchError(source, f"peak chromosome {chroms[bad][0]!r} is not in genome {g.name}",
-                                  value=str(pm.peaks.index[np.flatnonzero(bad)[0]]))
-    g.check_intervals(chroms[keep], pm.peaks["end"].to_numpy()[keep], source=source)
+    checked = keep | ~np.array([is_contig(c) for c in chroms], dtype=bool)  # unknown contigs are dropped
+    g.check_intervals(chroms[checked], pm.peaks["end"].to_numpy()[checked], source=source)
     return keep
 
 
@@ -414,8 +411,11 @@ def _open_out(path: Path, compress: bool):
     return open(path, "wb")
 
 
-def _pseudobulk(fragments, clusters, outdir, *, genome=None, compress=True, progress=None):
-    """:func:`pseudobulk_fragments`, also returning per-label fragment and cell counts."""
+def _pseudobulk(fragments, clusters, outdir, *, genome=None, compress=True, progress=None, only=None):
+    """:func:`pseudobulk_fragments`, also returning per-label fragment and cell counts.
+
+    ``only``: the labels to write (default all); every labelled barcode is still looked for
+    in the file, so that labels naming none of its cells are an error."""
     from tqdm.auto import tqdm
 
     from atacformer.io._text import prefetch
@@ -427,8 +427,10 @@ def _pseudobulk(fragments, clusters, outdir, *, genome=None, compress=True, prog
     if not len(labels):
         raise InputFormatError(source, "no labelled cell (the clusters are empty)")
     cats = list(pd.unique(labels.to_numpy()))
+    if only is not None:
+        cats = [c for c in cats if c in set(only)]
     stems = _file_stems(cats)
-    cell_code = pd.Index(cats).get_indexer(labels.to_numpy()).astype(np.int64)
+    cell_code = pd.Index(cats).get_indexer(labels.to_numpy()).astype(np.int64)  # -1: not written
     cell_index = pd.Index(labels.index)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -484,7 +486,7 @@ def _pseudobulk(fragments, clusters, outdir, *, genome=None, compress=True, prog
         if not seen.all():
             log.warning("%s: %d of the %d labelled cells have no fragment in %s", source or "clusters",
                         int((~seen).sum()), len(labels), p)
-        n_cells = np.bincount(cell_code[seen], minlength=len(cats))
+        n_cells = np.bincount(cell_code[seen & (cell_code >= 0)], minlength=len(cats))
         for k, lab in enumerate(cats):
             os.replace(tmp / final[lab].name, final[lab])
             if n_frag[k] == 0:
@@ -894,11 +896,9 @@ def cluster_peak_sets(data, outdir, *, genome, groupby=None, bin_size: int = 500
         if kind == "matrix":
             results = _matrix_peak_sets(pm, labels[labels.isin(kept)], keep_peaks, tmp,
                                         {c: stems[c] for c in kept}, min_cell_fraction)
-        elif kept:
-            sub = labels[labels.isin(kept)]
-            sub.attrs.update(labels.attrs)
+        else:  # one pass even when no cluster is kept: labels naming no cell of the file are an error
             pbdir = tmp / "pseudobulk"
-            files, n_frag, n_cells = _pseudobulk(source, sub, pbdir, genome=genome, progress=progress)
+            files, n_frag, n_cells = _pseudobulk(source, labels, pbdir, genome=genome, progress=progress, only=kept)
             for c in kept:
                 if n_cells[c] < min_cells:
                     log.warning("cluster %r has %d cells with fragments in %s (< min_cells=%d): no peak set", c,

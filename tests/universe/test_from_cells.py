@@ -157,9 +157,12 @@ def test_cluster_peak_sets_clustering_muon(data_dir, tmp_path, caplog):
     frag = data_dir / MUON
     out = tmp_path / "out"
     with caplog.at_level(logging.WARNING, logger=LOGGER):
-        res = uc.cluster_peak_sets(frag, out, genome="hg38", n_clusters=3, min_fragments=200, progress=False)
+        res = uc.cluster_peak_sets(frag, out, genome="hg38", n_clusters=3, min_fragments=200, keep_pseudobulk=True,
+                                   progress=False)
     clusters = pd.read_csv(out / "clusters.tsv", sep="\t", index_col=0, dtype=str)["cluster"]
-    n_frag = pd.read_csv(frag, sep="\t", header=None, comment="#")[3].value_counts()
+    lines = [ln for ln in _lines(frag) if ln and not ln.startswith("#")]
+    barcode = pd.Series([ln.split("\t")[3] for ln in lines])
+    n_frag = barcode.value_counts()
     assert set(clusters.index) == set(n_frag.index[n_frag >= 200])  # the cells clustered: min_fragments
     size = clusters.value_counts()
     assert len(size) == 3
@@ -169,6 +172,10 @@ def test_cluster_peak_sets_clustering_muon(data_dir, tmp_path, caplog):
     for c, path in res.items():
         assert path == out / f"{c}_peaks.narrowPeak"
         _check_narrowpeak(path, _sizes(data_dir, "hg38"))
+        # kept pseudo-bulk (an 18 MB text: many blocks of the reader) = the cluster's input lines
+        cells = clusters.index[clusters == c]
+        want = [ln for ln, keep in zip(lines, barcode.isin(cells)) if keep]
+        assert _lines(out / "pseudobulk" / f"{c}.fragments.tsv.gz") == want
 
 
 def test_matrix_route_is_the_fraction_rule(data_dir, tmp_path):
@@ -196,6 +203,36 @@ def test_matrix_route_is_the_fraction_rule(data_dir, tmp_path):
     for ct, path in res2.items():
         keep = X[(types == ct).to_numpy()].mean(axis=0) >= 0.2
         assert len(_lines(path)) == len(a.var.loc[keep, ["chrom", "start", "end"]].drop_duplicates())
+
+
+def test_pseudobulk_odd_but_valid_file(tmp_path):
+    frag = tmp_path / "odd.tsv"
+    frag.write_text("# header\n#another\n\nchr1\t10\t50\tA\t1\n\nchr1\t20\t60\tB\n1\t30\t90\tA\t2\textra\n"
+                    "chr2\t5\t5\tB\t1\n")
+    files = uc.pseudobulk_fragments(frag, pd.Series({"A": "a", "B": "b"}), tmp_path / "pb", compress=False)
+    assert _lines(files["a"]) == ["chr1\t10\t50\tA\t1", "1\t30\t90\tA\t2\textra"]  # lines as they are
+    assert _lines(files["b"]) == ["chr1\t20\t60\tB", "chr2\t5\t5\tB\t1"]
+
+
+@needs_macs3
+def test_call_peaks_no_peak_is_reported(tmp_path, caplog):
+    frag = tmp_path / "few.tsv"
+    frag.write_text("chr1\t1000000\t1000150\tA\t1\n2\t5000000\t5000300\tA\t1\nchrUn_gl000220\t100\t200\tA\t1\n")
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        peaks = uc.call_peaks(frag, tmp_path / "p", genome="hg19", name="few")
+    assert peaks.exists() and peaks.stat().st_size == 0
+    assert "MACS3 found no peak" in caplog.text and str(frag) in caplog.text
+
+
+def test_clip_peaks_to_chromosome_ends(tmp_path):
+    np_ = tmp_path / "x.narrowPeak"
+    n = 48129895  # hg19 chr21
+    np_.write_text(f"chr21\t{n - 100}\t{n + 80}\tx_peak_1\t50\t.\t3.1\t5.2\t2.5\t150\n"
+                   "chr21\t100\t300\tx_peak_2\t50\t.\t3.1\t5.2\t2.5\t20\n")
+    assert uc._clip_peaks(np_, "hg19") == 1
+    rows = [r.split("\t") for r in _lines(np_)]
+    assert rows[0][:3] == ["chr21", str(n - 100), str(n)] and rows[0][9] == "99"  # summit kept inside
+    assert rows[1] == ["chr21", "100", "300", "x_peak_2", "50", ".", "3.1", "5.2", "2.5", "20"]
 
 
 # ----------------------------------------------------------------------------- errors

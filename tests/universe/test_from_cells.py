@@ -15,7 +15,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -176,6 +175,16 @@ def test_cluster_peak_sets_clustering_muon(data_dir, tmp_path, caplog):
         cells = clusters.index[clusters == c]
         want = [ln for ln, keep in zip(lines, barcode.isin(cells)) if keep]
         assert _lines(out / "pseudobulk" / f"{c}.fragments.tsv.gz") == want
+
+
+def test_cluster_cells_on_a_peak_matrix(data_dir):
+    import anndata as ad
+
+    # after the muon test the clustering stack is warm: this one takes about a second
+    labels = uc.cluster_cells(data_dir / BM, n_clusters=7)
+    a = ad.read_h5ad(data_dir / BM, backed="r")
+    assert list(labels.index) == list(a.obs_names) and labels.nunique() == 7
+    assert uc.cluster_cells(data_dir / BM, groupby="cell_type").to_dict() == a.obs["cell_type"].astype(str).to_dict()
 
 
 def test_matrix_route_is_the_fraction_rule(data_dir, tmp_path):

@@ -441,7 +441,7 @@ def _pseudobulk(fragments, clusters, outdir, *, genome=None, compress=True, prog
     final = {lab: outdir / f"{stems[lab]}{suffix}" for lab in cats}
     tmp = Path(tempfile.mkdtemp(prefix=".pseudobulk-", dir=outdir))
     check = _GenomeCheck(genome) if genome is not None else None
-    handles = []
+    handles, bar = [], None
     try:
         handles = [_open_out(tmp / final[lab].name, compress) for lab in cats]
         reader = FragmentReader(p)
@@ -474,6 +474,7 @@ def _pseudobulk(fragments, clusters, outdir, *, genome=None, compress=True, prog
                 handles[k].write(out[bounds[k]:bounds[k + 1]].data)
             n_frag += np.bincount(c, minlength=len(cats))
         bar.close()
+        bar = None
         for h in handles:
             h.close()
         seen = cell_index.isin(reader.barcodes())
@@ -499,6 +500,8 @@ def _pseudobulk(fragments, clusters, outdir, *, genome=None, compress=True, prog
         return (final, {lab: int(n_frag[k]) for k, lab in enumerate(cats)},
                 {lab: int(n_cells[k]) for k, lab in enumerate(cats)})
     finally:
+        if bar is not None:
+            bar.close()
         for h in handles:
             h.close()
         shutil.rmtree(tmp, ignore_errors=True)

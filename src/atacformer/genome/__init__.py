@@ -8,8 +8,9 @@ from atacformer.genome._genome import (
     BUILTIN_GENOMES,
     Genome,
     get_genome,
+    is_contig,
     normalize_chrom,
     normalize_chroms,
 )
 
-__all__ = ["BUILTIN_GENOMES", "Genome", "get_genome", "normalize_chrom", "normalize_chroms"]
+__all__ = ["BUILTIN_GENOMES", "Genome", "get_genome", "is_contig", "normalize_chrom", "normalize_chroms"]

@@ -45,6 +45,13 @@ def normalize_chroms(names) -> np.ndarray:
     return mapped[codes]
 
 
+def is_contig(chrom: str) -> bool:
+    """Unplaced/alternative contigs and decoys that a primary-assembly genome leaves out."""
+    c = chrom.removeprefix("chr")
+    return ("_" in c or c.startswith(("Un", "GL", "KI", "JH", "GK", "EBV", "hs37d5"))
+            or c.endswith(("random", "alt", "decoy")) or c in ("EBV", "M"))
+
+
 @dataclass(frozen=True)
 class Genome:
     """Chromosome names and lengths of one assembly.

@@ -140,7 +140,7 @@ def _check_strand(path, block, line, strand, column, is_gene):
 def _check_genome(path, block, line, genome, chroms, ends, chrom_field, end_of, is_gene) -> np.ndarray:
     """Rows to keep: genes on unplaced contigs ``genome`` lacks are dropped; any other unknown
     chromosome or an end past the chromosome's end is an error naming the line."""
-    from atacformer.tokenizers.fragments import is_contig
+    from atacformer.genome import is_contig
 
     keep = np.ones(len(chroms), dtype=bool)
     if genome is None or not len(chroms):

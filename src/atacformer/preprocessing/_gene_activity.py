@@ -153,7 +153,7 @@ def _genes_table(genes, genome) -> pd.DataFrame:
             raise InputFormatError(None, f"genes row {i} ({r['gene_name']!r}): {what}",
                                    value=f"{r['chrom']}:{r['start']}-{r['end']} {r['strand']}")
     if genome is not None:
-        from atacformer.tokenizers.fragments import is_contig
+        from atacformer.genome import is_contig
 
         sizes = genome.chrom_sizes
         keep = np.array([c in sizes or not is_contig(c) for c in df["chrom"]], dtype=bool)

@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 from atacformer._core import sums as _sums
 from atacformer._core.binning import bin_pairs
 from atacformer._core.overlap import bin_span_pairs
+from atacformer.genome import get_genome, is_contig
 from atacformer.errors import GenomeMismatchError, InputFormatError
-from atacformer.genome import get_genome
 from atacformer.io._text import DEFAULT_BLOCK_BYTES, prefetch
 from atacformer.io.fragments import FragmentBlock, FragmentReader
 from atacformer.tokenizers._cells import TokenizedCells
@@ -31,13 +31,6 @@ log = logging.getLogger(__name__)
 MODES = ("fragment", "insertion")
 # counted blocks are merged once they hold this many entries and twice the merged size
 MERGE_MIN_ENTRIES = _sums.MERGE_MIN_ENTRIES
-
-
-def is_contig(chrom: str) -> bool:
-    """Unplaced/alternative contigs and decoys that a primary-assembly genome leaves out."""
-    c = chrom.removeprefix("chr")
-    return ("_" in c or c.startswith(("Un", "GL", "KI", "JH", "GK", "EBV", "hs37d5"))
-            or c.endswith(("random", "alt", "decoy")) or c in ("EBV", "M"))
 
 
 def read_barcodes(path) -> list[str]:

@@ -81,7 +81,7 @@ def _check_mapped(source, vocab: Vocabulary, n_in: int, n_mapped: int, what: str
 
 
 def _check_with_contigs(genome, chroms, ends, source):
-    from atacformer.tokenizers.fragments import is_contig
+    from atacformer.genome import is_contig
 
     chroms = np.asarray(chroms, dtype=object)
     keep = np.array([c in genome.chrom_sizes or not is_contig(c) for c in chroms], dtype=bool)

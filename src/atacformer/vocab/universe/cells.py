@@ -336,7 +336,7 @@ def _check_peaks(pm, genome, source) -> np.ndarray:
     """Check the matrix peaks against ``genome``; returns the mask of peaks on its
     chromosomes (peaks on unplaced contigs it lacks are dropped)."""
     from atacformer.genome import get_genome
-    from atacformer.tokenizers.fragments import is_contig
+    from atacformer.genome import is_contig
 
     g = get_genome(genome)
     chroms = pm.peaks["chrom"].astype(str).to_numpy(dtype=object)
@@ -364,7 +364,7 @@ class _GenomeCheck:
     def __call__(self, fb) -> np.ndarray:
         """Per-row mask of the fragments on the genome's chromosomes."""
         from atacformer.genome import normalize_chrom
-        from atacformer.tokenizers.fragments import is_contig
+        from atacformer.genome import is_contig
 
         sizes = self.g.chrom_sizes
         if len(fb.chroms) > len(self.usable):

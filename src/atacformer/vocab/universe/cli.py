@@ -66,7 +66,7 @@ def cmd_from_cells(args) -> int:
 
     _check_out(args.output, args.overwrite, [args.input])
     u = from_cells(args.input, args.output, genome=args.genome, groupby=args.groupby, n_clusters=args.n_clusters,
-                   resolution=args.resolution, workdir=args.workdir, min_cells=args.min_cells,
+                   resolution=args.resolution, workdir=args.workdir, min_cells=args.min_cells, min_fragments=args.min_fragments,
                    qvalue=args.qvalue, cutoff=args.cutoff, overwrite=True)
     print(f"{args.output}: {len(u):,} regions, {int(u.widths().sum()):,} bp", file=sys.stderr)
     return 0
@@ -120,7 +120,8 @@ def add_universe_commands(sub) -> None:
     c.add_argument("--groupby", help="obs column (h5ad) or TSV barcode<TAB>label to use instead of clustering")
     c.add_argument("--n-clusters", type=int, help="number of Leiden clusters (default: Leiden at --resolution)")
     c.add_argument("--resolution", type=float, default=1.0)
-    c.add_argument("--min-cells", type=int, default=20, help="skip clusters with fewer cells (default 20)")
+    c.add_argument("--min-cells", type=int, default=25, help="skip clusters with fewer cells (default 25)")
+    c.add_argument("--min-fragments", type=int, default=1000, help="fragments: drop cells with fewer (default 1000)")
     c.add_argument("--qvalue", type=float, default=0.01, help="MACS3 q-value cutoff (default 0.01)")
     c.add_argument("--cutoff", type=float, help="CC cutoff (default: each chromosome's mean coverage)")
     c.add_argument("--workdir", help="keep the pseudo-bulk files, peaks and coverage tracks here")

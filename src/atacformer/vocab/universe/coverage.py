@@ -177,33 +177,33 @@ class CoverageTracks:
         if not region_sets:
             raise AtacformerError("empty collection: give at least one region set")
         names = list(names) if names is not None else [f"set {i + 1}" for i in range(len(region_sets))]
-        per_chrom: dict[str, dict[str, list]] = {}
+        chroms = g.chroms
+        per_chrom: dict[int, dict[str, list]] = {}
         for df, name in tqdm(list(zip(region_sets, names)), desc="reading region sets", unit=" sets",
                              disable=progress is False if progress is not None else None, leave=False):
-            df = _drop_contigs(df, g, name)
-            if clip:
-                df = _clip(df, g, name)
-            _check_genome(df, g, name)
-            df = df.drop_duplicates(["chrom", "start", "end"])
-            for chrom, sub in df.groupby("chrom", sort=False):
-                s = sub["start"].to_numpy(np.int64)
-                e = sub["end"].to_numpy(np.int64)
-                L = g.chrom_sizes[chrom]
-                d = per_chrom.setdefault(chrom, {k: [] for k in KINDS})
-                ms, me = merge_intervals(s, e)
-                d["core"].append((ms, me))
-                d["start"].append((np.maximum(s - smooth, 0), np.minimum(s + smooth + 1, L)))
-                d["end"].append((np.maximum(e - 1 - smooth, 0), np.minimum(e + smooth, L)))
+            code, s, e = _coded(df, g, name, clip)
+            order = np.lexsort((e, s, code))
+            code, s, e = code[order], s[order], e[order]
+            dup = np.zeros(len(s), bool)  # identical rows of one set count once
+            dup[1:] = (code[1:] == code[:-1]) & (s[1:] == s[:-1]) & (e[1:] == e[:-1])
+            code, s, e = code[~dup], s[~dup], e[~dup]
+            bounds = np.searchsorted(code, np.arange(len(chroms) + 1))
+            for ci in np.flatnonzero(np.diff(bounds)):
+                cs, ce = s[bounds[ci]:bounds[ci + 1]], e[bounds[ci]:bounds[ci + 1]]
+                L = g.chrom_sizes[chroms[ci]]
+                d = per_chrom.setdefault(int(ci), {k: [] for k in KINDS})
+                d["core"].append(merge_intervals(cs, ce, presorted=True))
+                d["start"].append((np.maximum(cs - smooth, 0), np.minimum(cs + smooth + 1, L)))
+                d["end"].append((np.maximum(ce - 1 - smooth, 0), np.minimum(ce + smooth, L)))
         out = cls(genome=g, n_files=len(region_sets), smooth=smooth, files=names)
-        for chrom in g.chroms:
-            if chrom not in per_chrom:
-                continue
+        for ci in sorted(per_chrom):
+            chrom = chroms[ci]
             for kind in KINDS:
-                parts = per_chrom[chrom][kind]
+                parts = per_chrom[ci][kind]
                 s = np.concatenate([p[0] for p in parts])
                 e = np.concatenate([p[1] for p in parts])
                 out.tracks[kind][chrom] = Track.from_intervals(s, e, g.chrom_sizes[chrom])
-            del per_chrom[chrom]
+            del per_chrom[ci]
         return out
 
     @classmethod
@@ -232,12 +232,15 @@ class CoverageTracks:
     # -- bigWig -------------------------------------------------------------------------
     def write_bigwig(self, folder, prefix: str = "all") -> dict[str, Path]:
         """Write ``PREFIX_{start,core,end}.bw`` into ``folder`` (each through a temporary
-        name and a rename); zero runs are left out, as bigWig readers report them as gaps."""
+        name and a rename); zero runs are left out, as bigWig readers report them as gaps.
+
+        The header lists only the chromosomes with coverage: geniml's builders stop with an
+        error on a chromosome that has none."""
         import pyBigWig
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        header = [(c, self.genome.chrom_sizes[c]) for c in self.genome.chroms]
+        header = [(c, self.genome.chrom_sizes[c]) for c in self.chroms]
         out = {}
         for kind in KINDS:
             path = folder / f"{prefix}_{kind}.bw"
@@ -293,12 +296,15 @@ class CoverageTracks:
         return out
 
 
-def merge_intervals(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def merge_intervals(starts: np.ndarray, ends: np.ndarray, presorted: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Merge overlapping or touching half-open intervals (bedtools merge)."""
     if not len(starts):
         return starts, ends
-    order = np.lexsort((ends, starts))
-    s, e = starts[order], ends[order]
+    if presorted:
+        s, e = starts, ends
+    else:
+        order = np.lexsort((ends, starts))
+        s, e = starts[order], ends[order]
     reach = np.maximum.accumulate(e)
     new = np.ones(len(s), bool)
     new[1:] = s[1:] > reach[:-1]
@@ -322,50 +328,50 @@ def _bad_chrom_line(path, chrom: str) -> int | None:
     return None
 
 
-def _clip(df: pd.DataFrame, g: Genome, name) -> pd.DataFrame:
-    L = df["chrom"].map(g.chrom_sizes)
-    past = (df["end"] > L).to_numpy()
-    if past.any():
-        log.info("%s: %d regions cut at their chromosome's end", name, int(past.sum()))
-        df = df.copy()
-        df.loc[past, "end"] = L[past].astype(np.int64)
-        df = df[df["start"] < df["end"]]
-    return df
+def _coded(df: pd.DataFrame, g: Genome, name, clip: bool):
+    """Chromosome codes (genome order), starts and ends of one region set, checked.
 
+    Regions on unplaced / alternative contigs (``chrUn_*``, ``*_random``, ``*_alt``, chrM...)
+    the genome lacks are dropped, as the tokenizer does; any other unknown chromosome is an
+    error naming the file, line and value. A region past its chromosome's end is an error,
+    or with ``clip`` is cut at the end.
+    """
+    from atacformer.genome import is_contig
 
-def _drop_contigs(df: pd.DataFrame, g: Genome, name) -> pd.DataFrame:
-    """Regions on unplaced / alternative contigs (``chrUn_*``, ``*_random``, ``*_alt``, chrM...)
-    the genome lacks are dropped, as the tokenizer does."""
-    from atacformer.tokenizers.fragments import is_contig
-
-    extra = [c for c in df["chrom"].unique() if c not in g.chrom_sizes and is_contig(c)]
-    if extra:
-        drop = df["chrom"].isin(extra).to_numpy()
-        log.info("%s: %d regions on %d contigs outside genome %s dropped", name, int(drop.sum()), len(extra), g.name)
-        df = df[~drop]
-    return df
-
-
-def _check_genome(df: pd.DataFrame, g: Genome, name) -> None:
     path = name if isinstance(name, (str, os.PathLike)) and os.path.exists(os.fspath(name)) else None
-    unknown = sorted(set(df["chrom"].unique()) - set(g.chrom_sizes))
-    if unknown:
-        raise GenomeMismatchError(path if path else name,
-                                  f"chromosome outside genome {g.name}", line=_bad_chrom_line(path, unknown[0]),
-                                  value=unknown[0])
-    L = df["chrom"].map(g.chrom_sizes).to_numpy()
-    past = df["end"].to_numpy() > L
+    cat = pd.Categorical(df["chrom"], categories=g.chroms)
+    code = cat.codes.astype(np.int64)
+    s = df["start"].to_numpy(np.int64)
+    e = df["end"].to_numpy(np.int64)
+    if (code < 0).any():
+        unknown = pd.unique(df["chrom"].to_numpy()[code < 0])
+        bad = [c for c in unknown if not is_contig(c)]
+        if bad:
+            raise GenomeMismatchError(path if path else name, f"chromosome outside genome {g.name}",
+                                      line=_bad_chrom_line(path, bad[0]), value=bad[0])
+        log.info("%s: %d regions on %d contigs outside genome %s dropped", name, int((code < 0).sum()),
+                 len(unknown), g.name)
+        keep = code >= 0
+        code, s, e = code[keep], s[keep], e[keep]
+    L = np.array([g.chrom_sizes[c] for c in g.chroms], np.int64)[code]
+    past = e > L
     if past.any():
-        i = int(np.flatnonzero(past)[0])
-        r = df.iloc[i]
-        raise GenomeMismatchError(path if path else name,
-                                  f"region ends past its chromosome ({g.chrom_sizes[r['chrom']]:,} bp) in "
-                                  f"genome {g.name}", value=f"{r['chrom']}:{r['start']}-{r['end']}")
+        if not clip:
+            i = int(np.flatnonzero(past)[0])
+            c = g.chroms[code[i]]
+            raise GenomeMismatchError(path if path else name,
+                                      f"region ends past its chromosome ({g.chrom_sizes[c]:,} bp) in genome {g.name}",
+                                      value=f"{c}:{s[i]}-{e[i]}")
+        log.info("%s: %d regions cut at their chromosome's end", name, int(past.sum()))
+        e = np.minimum(e, L)
+        keep = s < e
+        code, s, e = code[keep], s[keep], e[keep]
+    return code, s, e
 
 
 def _common_genome(frames, paths) -> Genome:
     from atacformer.genome._genome import BUILTIN_GENOMES
-    from atacformer.tokenizers.fragments import is_contig
+    from atacformer.genome import is_contig
 
     fits = []
     for df in frames:

@@ -41,6 +41,11 @@ class InputFormatError(AtacformerError, ValueError):
         super().__init__(text)
 
 
+class InputMissingError(InputFormatError, FileNotFoundError):
+    """An input file does not exist (both an :class:`InputFormatError` and a
+    :class:`FileNotFoundError`)."""
+
+
 class GenomeMismatchError(InputFormatError):
     """An input's chromosomes or coordinates do not fit the chosen genome.
 

@@ -36,11 +36,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from atacformer.errors import AtacformerError, GenomeMismatchError, InputFormatError, OutputError
+from atacformer.errors import AtacformerError, GenomeMismatchError, InputFormatError, InputMissingError, OutputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["InputMissingError", "MIN_CELLS", "MIN_CELL_FRACTION", "MIN_FRAGMENTS", "call_peaks", "cluster_cells",
+__all__ = ["MIN_CELLS", "MIN_CELL_FRACTION", "MIN_FRAGMENTS", "call_peaks", "cluster_cells",
            "cluster_peak_sets", "effective_genome_size", "pseudobulk_fragments", "read_cluster_labels"]
 
 #: cells with fewer fragments are left out of clustering (the 1,000-fragment cut of ArchR,
@@ -58,11 +58,6 @@ _GSIZE = {"hg19": "hs", "hg38": "hs", "mm10": "mm", "mm39": "mm"}
 _HEADER_WORDS = {"barcode", "barcodes", "cell", "cells", "cell_id", "cellid", "cell_barcode", "cb",
                  "obs_names", "index", "id", ""}
 _CLUSTERS_FILE = "clusters.tsv"
-
-
-class InputMissingError(InputFormatError, FileNotFoundError):
-    """An input file does not exist (both an :class:`~atacformer.errors.InputFormatError`
-    and a :class:`FileNotFoundError`)."""
 
 
 def _require_file(path, what: str = "input") -> str:

@@ -305,11 +305,33 @@ def _dense_segments(tracks: list[Track], seg_s, seg_e, dtype=np.int32) -> np.nda
     return out
 
 
-def _path_regions(path: np.ndarray, seg_s, seg_e):
-    """Regions of a decoded path (geniml's ``predictions_to_bed``): each run of non-background
-    states is a region; its core runs from the first core base to the first end base.
-    Runs without both a core and an end are dropped."""
-    return list(path_regions(path, np.asarray(seg_s, np.int64), np.asarray(seg_e, np.int64)))
+CHUNK_BASES = 4_000_000  # stretches are decoded in batches of about this many bases
+
+
+def _decode(tracks: list[Track], seg_s, seg_e, kernel):
+    """Decode the stretches in batches (per-base arrays exist for one batch at a time, so
+    memory follows the run lengths and the batch, not the chromosome) and turn each path into
+    regions as geniml's ``predictions_to_bed`` does: each run of non-background states is a
+    region, its core from the first core base to the first end base; runs without both a
+    core and an end are dropped."""
+    out = [[], [], [], []]
+    lens = seg_e - seg_s
+    edges = np.searchsorted(np.cumsum(lens), np.arange(CHUNK_BASES, int(lens.sum()) + CHUNK_BASES, CHUNK_BASES),
+                            side="right")
+    lo = 0
+    for hi in np.unique(np.append(np.maximum(edges, 1), len(lens))):
+        hi = max(int(hi), lo + 1)
+        if lo >= len(lens):
+            break
+        s, e = seg_s[lo:hi], seg_e[lo:hi]
+        obs = _dense_segments(tracks, s, e)
+        off = np.concatenate([[0], np.cumsum(e - s)])
+        path = np.full(len(obs), 3, np.int8)
+        kernel(obs, off[:-1], off[1:], path)
+        for o, arr in zip(out, path_regions(path, s.astype(np.int64), e.astype(np.int64))):
+            o.append(arr)
+        lo = hi
+    return [np.concatenate(o) if o else np.zeros(0, np.int64) for o in out]
 
 
 def lh_model(t: Track, n_files: int) -> np.ndarray:
@@ -339,12 +361,8 @@ def lh(cov: CoverageTracks, *, progress: bool | None = None) -> Universe:
         seg_s, seg_e = _stretches(tracks, tracks[0].length)
         if not len(seg_s):
             continue
-        obs = _dense_segments(tracks, seg_s, seg_e)
-        lens = seg_e - seg_s
-        off = np.concatenate([[0], np.cumsum(lens)])
-        path = np.full(len(obs), 3, np.int8)
-        lh_paths(obs, off[:-1], off[1:], models[0], models[1], models[2], path)
-        parts.append((c, _path_regions(path, seg_s, seg_e)))
+        parts.append((c, _decode(tracks, seg_s, seg_e,
+                                 lambda obs, a, b, path: lh_paths(obs, a, b, *models, path))))
     return Universe(_regions(parts, True), "lh", cov.genome, {})
 
 
@@ -409,14 +427,10 @@ def hmm(cov: CoverageTracks, *, transitions=None, lambdas=None, start_prob=None,
         log_p0 = np.log(p0)
     parts = []
     for c, (tracks, seg_s, seg_e) in data.items():
-        obs = _dense_segments(tracks, seg_s, seg_e)
-        vmax = int(obs.max()) + 1
-        v = np.arange(vmax)
+        v = np.arange(max(int(t.val.max()) for t in tracks) + 1)
         log_pmf = np.stack([np.stack([poisson.logpmf(v, lam[s, r]) for r in range(3)]) for s in range(4)])
-        off = np.concatenate([[0], np.cumsum(seg_e - seg_s)])
-        path = np.full(len(obs), 3, np.int8)
-        viterbi_paths(obs, off[:-1], off[1:], log_p0, log_T, log_pmf, path)
-        parts.append((c, _path_regions(path, seg_s, seg_e)))
+        parts.append((c, _decode(tracks, seg_s, seg_e,
+                                 lambda obs, a, b, path: viterbi_paths(obs, a, b, log_p0, log_T, log_pmf, path))))
     return Universe(_regions(parts, True), "hmm", cov.genome,
                     {"transitions": T.tolist(), "lambdas": lam.tolist(), "start_prob": p0.tolist(),
                      "normalize": normalize, "fit": fit})

@@ -246,6 +246,14 @@ def test_lh_model_equals_geniml(chr22_tracks, tmp_path):
         np.testing.assert_allclose(ours[ok], theirs[ok], rtol=0, atol=1e-12)
 
 
+def test_batches_change_nothing(chr22_tracks, monkeypatch):
+    cov, _ = chr22_tracks
+    whole = {f.__name__: f(cov).regions for f in (ccf, lh, hmm)}
+    monkeypatch.setattr(M, "CHUNK_BASES", 3000)  # many batches, stretches split across none
+    for f in (ccf, lh, hmm):
+        pd.testing.assert_frame_equal(f(cov).regions, whole[f.__name__])
+
+
 def test_hmm_fit_and_settings(chr22_tracks):
     cov, _ = chr22_tracks
     fitted = hmm(cov, fit=True, fit_bases=200_000)

@@ -179,3 +179,71 @@ def path_regions(path, seg_start, seg_end):
             i = j
         o += L
     return rs[:m], re[:m], cs[:m], ce[:m]
+
+
+@njit(cache=True)
+def ccf_regions(vals, seg_start, seg_end, upper, split, last_is_final):
+    """Flexible-cutoff regions of stretches covered at least the lower cutoff (per-base core
+    coverage ``vals``, stretches one after another): the core is where coverage exceeds
+    ``upper``; cores ``split`` or more bases apart become separate regions, cut at the first
+    coverage minimum between them. Coordinates, edge rules and the zero-width cores kept only
+    on the chromosome's last stretch follow geniml's ``ccf_universe``."""
+    cap = 16
+    rs = np.empty(cap, np.int64)
+    re = np.empty(cap, np.int64)
+    cs = np.empty(cap, np.int64)
+    ce = np.empty(cap, np.int64)
+    m = 0
+    o = 0
+    n_seg = len(seg_start)
+    for k in range(n_seg):
+        a = seg_start[k]
+        n = seg_end[k] - a
+        final = last_is_final and k == n_seg - 1
+        first = -1
+        prev = -1
+        r_start = a
+        c_start = 0
+        for i in range(n):
+            if vals[o + i] > upper:
+                if first < 0:
+                    first = i
+                    c_start = a + i + (1 if i == 0 else 0)
+                elif i - prev >= split:
+                    lo = prev
+                    for j in range(prev, i):
+                        if vals[o + j] < vals[o + lo]:
+                            lo = j
+                    c_end = a + prev
+                    r_end = a + lo
+                    if c_start != c_end or final:
+                        if m == cap:
+                            cap *= 2
+                            rs = np.concatenate((rs, np.empty(m, np.int64)))
+                            re = np.concatenate((re, np.empty(m, np.int64)))
+                            cs = np.concatenate((cs, np.empty(m, np.int64)))
+                            ce = np.concatenate((ce, np.empty(m, np.int64)))
+                        rs[m] = r_start
+                        re[m] = r_end + 1
+                        cs[m] = c_start
+                        ce[m] = c_end
+                        m += 1
+                    r_start = r_end + 1
+                    c_start = a + i + (1 if a + i == r_start else 0)
+                prev = i
+        if first >= 0:
+            c_end = a + prev - (1 if prev == n - 1 else 0)
+            if c_start != c_end or final:
+                if m == cap:
+                    cap *= 2
+                    rs = np.concatenate((rs, np.empty(m, np.int64)))
+                    re = np.concatenate((re, np.empty(m, np.int64)))
+                    cs = np.concatenate((cs, np.empty(m, np.int64)))
+                    ce = np.concatenate((ce, np.empty(m, np.int64)))
+                rs[m] = r_start
+                re[m] = a + n
+                cs[m] = c_start
+                ce[m] = c_end
+                m += 1
+        o += n
+    return rs[:m], re[:m], cs[:m], ce[:m]

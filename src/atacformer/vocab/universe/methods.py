@@ -27,7 +27,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from atacformer.errors import AtacformerError
-from atacformer.vocab.universe._kernels import expand_runs, lh_paths, path_regions, viterbi_paths
+from atacformer.vocab.universe._kernels import ccf_regions, expand_runs, lh_paths, path_regions, viterbi_paths
 from atacformer.vocab.universe.coverage import KINDS, CoverageTracks, Track, merge_intervals
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ HMM_START = np.array([0.01, 0.01, 0.97, 0.01])
 # geniml's stretches for LH / HMM: covered bases closer than GAP form one stretch, padded by PAD
 GAP, PAD = 1000, 500
 CCF_SPLIT = 50  # cores this far apart are separate regions, split at the coverage minimum between
+CHUNK_BASES = 4_000_000  # per-base arrays exist for one batch of stretches of about this many bases
 
 
 @dataclass
@@ -242,33 +243,14 @@ def ccf(cov: CoverageTracks, lower: float | None = None, upper: float | None = N
 
 def _ccf_chrom(t: Track, lower: float, upper: float):
     s_all, e_all = t.intervals(t.val >= lower)
+    if not len(s_all):
+        return [np.zeros(0, np.int64)] * 4
     out = [[], [], [], []]
-    last_stretch = len(s_all) - 1
-    for k, (a, b) in enumerate(zip(s_all, e_all)):
-        track = t.dense(a, b)
-        core = np.flatnonzero(track > upper)
-        if not len(core):
-            continue
-        starts, ends = [a], []
-        core_s = [core[0] + a + (1 if core[0] == 0 else 0)]
-        core_e = []
-        gaps = np.flatnonzero(np.diff(core) >= CCF_SPLIT)
-        for g in gaps:
-            core_e.append(core[g] + a)
-            m = int(np.argmin(track[core[g]:core[g + 1]])) + core[g]
-            ends.append(m + a)
-            starts.append(ends[-1] + 1)
-            cs = core[g + 1] + a
-            core_s.append(cs + 1 if cs == starts[-1] else cs)
-        core_e.append(core[-1] + a - (1 if core[-1] == len(track) - 1 else 0))
-        ends.append(b - 1)
-        for cs, ce, rs, re in zip(core_s, core_e, starts, ends):
-            if cs != ce or k == last_stretch:  # geniml keeps a zero-width core only on the last stretch
-                out[0].append(rs)
-                out[1].append(re + 1)
-                out[2].append(cs)
-                out[3].append(ce)
-    return out
+    for s, e, last in _batches(s_all, e_all):
+        vals = _dense_segments([t], s, e)[:, 0]
+        for o, arr in zip(out, ccf_regions(vals, s, e, float(upper), CCF_SPLIT, last)):
+            o.append(arr)
+    return [np.concatenate(o) for o in out]
 
 
 # -- LH and HMM ----------------------------------------------------------------------------
@@ -305,7 +287,19 @@ def _dense_segments(tracks: list[Track], seg_s, seg_e, dtype=np.int32) -> np.nda
     return out
 
 
-CHUNK_BASES = 4_000_000  # stretches are decoded in batches of about this many bases
+def _batches(seg_s, seg_e):
+    """Consecutive groups of stretches of about CHUNK_BASES bases: ``(starts, ends, is_last)``."""
+    seg_s, seg_e = np.asarray(seg_s, np.int64), np.asarray(seg_e, np.int64)
+    lens = seg_e - seg_s
+    cut = np.searchsorted(np.cumsum(lens), np.arange(CHUNK_BASES, int(lens.sum()) + CHUNK_BASES, CHUNK_BASES),
+                          side="right")
+    lo = 0
+    for hi in np.unique(np.append(np.maximum(cut, 1), len(lens))):
+        hi = max(int(hi), lo + 1)
+        if lo >= len(lens):
+            return
+        yield seg_s[lo:hi], seg_e[lo:hi], hi >= len(lens)
+        lo = hi
 
 
 def _decode(tracks: list[Track], seg_s, seg_e, kernel):
@@ -315,22 +309,13 @@ def _decode(tracks: list[Track], seg_s, seg_e, kernel):
     region, its core from the first core base to the first end base; runs without both a
     core and an end are dropped."""
     out = [[], [], [], []]
-    lens = seg_e - seg_s
-    edges = np.searchsorted(np.cumsum(lens), np.arange(CHUNK_BASES, int(lens.sum()) + CHUNK_BASES, CHUNK_BASES),
-                            side="right")
-    lo = 0
-    for hi in np.unique(np.append(np.maximum(edges, 1), len(lens))):
-        hi = max(int(hi), lo + 1)
-        if lo >= len(lens):
-            break
-        s, e = seg_s[lo:hi], seg_e[lo:hi]
+    for s, e, _ in _batches(seg_s, seg_e):
         obs = _dense_segments(tracks, s, e)
         off = np.concatenate([[0], np.cumsum(e - s)])
         path = np.full(len(obs), 3, np.int8)
         kernel(obs, off[:-1], off[1:], path)
-        for o, arr in zip(out, path_regions(path, s.astype(np.int64), e.astype(np.int64))):
+        for o, arr in zip(out, path_regions(path, s, e)):
             o.append(arr)
-        lo = hi
     return [np.concatenate(o) if o else np.zeros(0, np.int64) for o in out]
 
 

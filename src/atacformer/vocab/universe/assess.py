@@ -434,6 +434,21 @@ class _Scored:
             return np.where(ok, out / np.where(ok, n, 1), 0.0)
 
 
+def _model(track, n_files: int, quirks: bool) -> np.ndarray:
+    """:func:`~atacformer.vocab.universe.methods.lh_model`; with ``quirks``, values above the
+    number of files get geniml's background: it computes ``n_files - value`` in uint16 (the
+    coverage's type), which wraps around to ``65536 + n_files - value`` under NumPy 2."""
+    from atacformer.vocab.universe.methods import lh_model
+
+    model = lh_model(track, n_files)
+    if quirks and len(model) > n_files + 1:
+        vals, _ = track.value_counts()
+        over = vals[vals > n_files]
+        free = n_files * track.length - track.total()
+        model[over, 0] = np.log10(((n_files - over) % 65536) / free + 1e-10)
+    return model
+
+
 def _universe_frame(universe) -> pd.DataFrame:
     return universe.regions if hasattr(universe, "regions") else universe
 
@@ -469,8 +484,6 @@ def universe_likelihood(universe, coverage, *, flexible: bool = False, geniml_qu
     >>> universe_likelihood(methods.hmm(cov), cov, flexible=True)  # doctest: +SKIP
     -2281602192.19...
     """
-    from atacformer.vocab.universe.methods import lh_model
-
     df = read_universe(universe) if isinstance(universe, (str, os.PathLike)) else _universe_frame(universe)
     if flexible and "core_start" not in df:
         raise AtacformerError("the universe is not flexible (no core / thickStart-thickEnd columns): "
@@ -485,13 +498,13 @@ def universe_likelihood(universe, coverage, *, flexible: bool = False, geniml_qu
         if chrom not in by_chrom:
             for kind in ("start", "core", "end"):
                 t = coverage.track(kind, chrom)
-                total += float(_Scored(t, lh_model(t, coverage.n_files)).sum(0, t.length, 0))
+                total += float(_Scored(t, _model(t, coverage.n_files, geniml_quirks)).sum(0, t.length, 0))
     for chrom in order:
         sub = by_chrom[chrom].sort_values(["start", "end"], kind="stable")
         sc = {}
         for kind in ("start", "core", "end"):
             t = coverage.track(kind, chrom)
-            sc[kind] = _Scored(t, lh_model(t, coverage.n_files))
+            sc[kind] = _Scored(t, _model(t, coverage.n_files, geniml_quirks))
         L = sc["core"].length
         s = sub["start"].to_numpy(np.int64)
         e = sub["end"].to_numpy(np.int64)

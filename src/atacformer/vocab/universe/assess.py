@@ -33,16 +33,24 @@ geniml's streaming code has artefacts that change its numbers. By default
 - hard likelihood: the end track scores the base just after each region (``end``), not its
   last base;
 - flexible likelihood: the background before the first region of every chromosome but the
-  first is counted from the previous chromosome's last region end, not from 0.
+  first is counted from the previous chromosome's last region end, not from 0;
+- likelihood models: where start or end coverage exceeds the number of files (several
+  starts of one file within one smoothing window) geniml's background model computes
+  ``n_files - value`` in uint16 and so wraps around to ``65536 + n_files - value``.
 
 With ``geniml_quirks=False`` the search is a true nearest-region search on every
-chromosome both sides have, the end track scores the last base of each region, and each
-chromosome's background starts at 0. Other differences from geniml, in both modes: the
-universe's overlapping regions (if any) are merged for the base overlap (geniml's sweep
-counts their shared bases as universe-only), chromosome names are normalised (``1`` and
-``chr1`` match), a flank of zero width contributes nothing (geniml divides by zero), and
-start or end coverage above the number of files (several starts of one file within one
-smoothing window) has a finite background model (geniml's is NaN, see ``lh_model``).
+chromosome both sides have, the end track scores the last base of each region, each
+chromosome's background starts at 0, and coverage above the number of files gets the
+background of :func:`~atacformer.vocab.universe.methods.lh_model` (log10 1e-10).
+
+Other differences from geniml, in both modes: the universe's overlapping regions (if any)
+are merged for the base overlap (geniml's sweep counts their shared bases as
+universe-only) and the distance searches are exact for them (geniml's queue assumes sorted,
+non-overlapping regions); chromosome names are normalised (``1`` and ``chr1`` match); a
+flank of zero width contributes nothing (geniml divides by zero); a universe region on a
+chromosome the collection never covers scores log10 1e-10 per base with the coverage
+model (geniml's model is NaN there, and so its likelihood); chromosomes with underscores
+(``chr1_KI270706v1_random``) are scored like any other (geniml's model file loses them).
 
 Examples
 --------
@@ -164,8 +172,15 @@ def read_universe(path) -> pd.DataFrame:
     first = pd.read_csv(p, sep="\t", header=None, skiprows=skip, nrows=1, dtype=str, quoting=3)
     if first.shape[1] < 8:
         return df
-    thick = pd.read_csv(p, sep="\t", header=None, skiprows=skip, usecols=[6, 7], dtype=str, quoting=3,
-                        skip_blank_lines=True)
+    fast = _thick_fast(p, skip, first.shape[1])
+    if fast is not None and len(fast[0]) == len(df):
+        df["core_start"], df["core_end"] = fast
+        return df
+    try:  # the slow path names the bad line
+        thick = pd.read_csv(p, sep="\t", header=None, skiprows=skip, usecols=[6, 7], dtype=str, quoting=3,
+                            skip_blank_lines=True)
+    except (pd.errors.ParserError, ValueError) as e:
+        raise InputFormatError(p, f"could not be read as a BED9 universe: {e}") from None
     if len(thick) != len(df):  # pragma: no cover - both readers skip the same lines
         raise InputFormatError(p, "could not line up thickStart / thickEnd with the regions")
     for j, name in ((6, "core_start"), (7, "core_end")):
@@ -178,6 +193,31 @@ def read_universe(path) -> pd.DataFrame:
                                       "non-negative integer", line=skip + i + 1, value=col.iloc[i])
         df[name] = num.to_numpy(np.int64)
     return df
+
+
+def _thick_fast(p: str, skip: int, ncols: int):
+    """thickStart / thickEnd with pyarrow; ``None`` when anything is off (then the slow
+    reader finds the line)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from atacformer.io._text import open_binary
+
+    names = [f"c{j}" for j in range(ncols)]
+    try:
+        with open_binary(p, threads=0) as f:
+            tab = pacsv.read_csv(
+                f, read_options=pacsv.ReadOptions(column_names=names, skip_rows=skip),
+                parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False),
+                convert_options=pacsv.ConvertOptions(include_columns=["c6", "c7"],
+                                                     column_types={"c6": pa.int64(), "c7": pa.int64()}))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    a = tab.column("c6").to_numpy(zero_copy_only=False)
+    b = tab.column("c7").to_numpy(zero_copy_only=False)
+    if a.dtype != np.int64 or b.dtype != np.int64 or (a < 0).any() or (b < 0).any():
+        return None
+    return a, b
 
 
 def _check_core(df: pd.DataFrame, name) -> None:
@@ -689,8 +729,10 @@ def summary(table: pd.DataFrame) -> dict:
     """Collection-level figures of an :func:`assess` table.
 
     The means over files of precision, recall, F10, the median distances and the RBS
-    (NaN entries left out, as geniml's ``*_from_assessment_file`` functions do), and the
-    likelihood(s) from ``table.attrs`` when present.
+    (NaN entries left out, as geniml's ``*_from_assessment_file`` functions do; its
+    ``get_f_10_score`` would be NaN if any file shared no base with the universe), and the
+    likelihood(s), number of regions and bases of the universe from ``table.attrs`` when
+    present.
 
     Examples
     --------
@@ -704,6 +746,9 @@ def summary(table: pd.DataFrame) -> dict:
     for key in ("likelihood", "likelihood_flexible"):
         if key in table.attrs:
             out[key] = float(table.attrs[key])
+    for key in ("n_regions", "universe_bp"):
+        if key in table.attrs:
+            out[key] = int(table.attrs[key])
     return out
 
 

@@ -310,11 +310,11 @@ def _nearest(qa, qb, da, db):
     return np.minimum(left, right)
 
 
-def _stream_ranges(q: dict, d: dict, q_order: list[str], d_order: list[str], last3_reads) -> dict:
+def _stream_ranges(d: dict, q_order: list[str], d_order: list[str], last3_reads) -> dict:
     """Simulate geniml's streaming nearest-region search over chromosome blocks.
 
-    ``q`` / ``d``: query / target line counts per chromosome, streamed in ``q_order`` /
-    ``d_order``; ``last3_reads(chrom, lo, hi)`` counts the queries of ``chrom`` whose nearest
+    ``d``: target line counts per chromosome; queries are streamed in ``q_order``, targets
+    in ``d_order`` (each chromosome's lines together); ``last3_reads(chrom, lo, hi)`` counts the queries of ``chrom`` whose nearest
     among the last three targets ``hi - 3 .. hi - 1`` is strictly the last (each makes geniml
     read one line past the chromosome). Returns ``{chrom: (lo, hi)}``: the target lines
     (indices within the chromosome) geniml compares the chromosome's queries with; a
@@ -412,8 +412,7 @@ def _median_distance(query: _Intervals, target: _Intervals, *, flexible: bool, u
                 g = [_gap(qa, qb, da[hi - k], db[hi - k]) for k in (3, 2, 1)]
                 return int(((g[2] < g[0]) & (g[2] < g[1])).sum())
 
-            ranges = _stream_ranges({c: len(q[c][0]) for c in q}, {c: len(d[c][0]) for c in d},
-                                    query.order, target.order, last3)
+            ranges = _stream_ranges({c: len(d[c][0]) for c in d}, query.order, target.order, last3)
         else:
             ranges = {c: (0, len(d[c][0])) for c in query.order if c in d}
         for chrom, (lo, hi) in ranges.items():

@@ -28,9 +28,6 @@ from atacformer.vocab.universe import methods
 from atacformer.vocab.universe.coverage import CoverageTracks
 from atacformer.vocab.universe.methods import lh_model
 
-pytest.importorskip("geniml")
-pytest.importorskip("pyBigWig")
-
 ENCODE = "bulk_peaks_encode_roadmap_hg38"
 BEDBASE = f"{ENCODE}/geniml_bedbase_samples_hg38"
 # two 10 Mb windows of hg38 (chrom: (from, to)), small enough for geniml's per-base arrays,
@@ -62,7 +59,9 @@ if cur:
 
 @pytest.fixture(scope="module")
 def geniml_env(tmp_path_factory):
-    """geniml's assess needs ``bedtools merge`` on PATH: the real one, or a stand-in."""
+    """geniml (the reference; skip without it) and the ``bedtools merge`` its assess needs on
+    PATH: the real one, or a stand-in."""
+    pytest.importorskip("geniml")
     old = os.environ["PATH"]
     if shutil.which("bedtools") is None:
         d = tmp_path_factory.mktemp("bin")
@@ -234,7 +233,7 @@ def test_bedbase_equals_geniml(bedbase, bedbase_geniml, key):
 
 
 def test_summary_and_precision_recall(encode):
-    from geniml.assess.assess import get_f_10_score
+    from geniml.assess.assess import get_f_10_score  # encode needs geniml_env
 
     u, up = encode["universes"]["cc"]
     table = A.assess(up, encode["paths"], coverage=encode["cov"], progress=False)

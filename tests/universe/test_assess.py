@@ -206,7 +206,7 @@ def test_encode_equals_geniml(encode, key):
     u, up = encode["universes"][key]
     ref = encode["geniml"][key]
     flexible = "core_start" in u.regions
-    table = A.assess(up, encode["paths"], coverage=encode["cov"], progress=False)
+    table = A.assess(up, encode["paths"], coverage=encode["cov"], progress=False, geniml_quirks=True)
     assert table["file"].tolist() == encode["paths"]
     diffs = _compare(table, ref, flexible)
     for c in OVERLAP + [c for c in diffs if c.startswith("median")]:
@@ -218,7 +218,7 @@ def test_encode_equals_geniml(encode, key):
     if flexible:
         assert table.attrs["likelihood_flexible"] == pytest.approx(ref["likelihood_flexible"], rel=1e-12)
     # the same from the Universe object, with the coverage built from the files
-    again = A.assess(u, encode["paths"], progress=False)
+    again = A.assess(u, encode["paths"], progress=False, geniml_quirks=True)
     pd.testing.assert_frame_equal(again.drop(columns="file"), table.drop(columns="file"))
     assert again.attrs["likelihood"] == pytest.approx(table.attrs["likelihood"], rel=1e-13)
 
@@ -227,7 +227,7 @@ def test_encode_equals_geniml(encode, key):
 def test_bedbase_equals_geniml(bedbase, bedbase_geniml, key):
     up, ref = bedbase_geniml[key]
     u = bedbase["universes"][key]
-    table = A.assess(u, bedbase["paths"], genome="hg38", likelihood=False, progress=False)
+    table = A.assess(u, bedbase["paths"], genome="hg38", likelihood=False, progress=False, geniml_quirks=True)
     diffs = _compare(table, ref, "core_start" in u.regions)
     assert max(diffs.values()) < 1e-12, diffs
 
@@ -236,7 +236,7 @@ def test_summary_and_precision_recall(encode):
     from geniml.assess.assess import get_f_10_score  # encode needs geniml_env
 
     u, up = encode["universes"]["cc"]
-    table = A.assess(up, encode["paths"], coverage=encode["cov"], progress=False)
+    table = A.assess(up, encode["paths"], coverage=encode["cov"], progress=False, geniml_quirks=True)
     t = encode["geniml"]["cc"]["table"]
     both, u_only, f_only = (t[c].to_numpy(float) for c in ("universe&file", "univers/file", "file/universe"))
     np.testing.assert_allclose(table["precision"], both / (both + u_only), rtol=1e-15)
@@ -254,7 +254,7 @@ def test_quirks_change_real_figures(encode):
     """geniml's streaming artefacts move real numbers: the IDR set (2 peaks on chr19, 3 on
     chr22) gets distances on chr22 only; corrected, chr19 counts too."""
     u, up = encode["universes"]["hmm"]
-    a = A.assess(up, encode["paths"], coverage=encode["cov"], progress=False)
+    a = A.assess(up, encode["paths"], coverage=encode["cov"], progress=False, geniml_quirks=True)
     b = A.assess(up, encode["paths"], coverage=encode["cov"], progress=False, geniml_quirks=False)
     pd.testing.assert_frame_equal(a[OVERLAP], b[OVERLAP])
     assert not np.allclose(a["median_dist_universe_to_file"], b["median_dist_universe_to_file"])
@@ -299,7 +299,7 @@ def _write(frames, folder):
 def test_precision_recall_brute_force(tmp_path, seed):
     g, udf, frames = _random_case(seed, flexible=False)
     paths = _write(frames, tmp_path)
-    table = A.assess(udf, paths, genome=g, likelihood=False, progress=False)
+    table = A.assess(udf, paths, genome=g, likelihood=False, progress=False, geniml_quirks=True)
     for (_, row), df in zip(table.iterrows(), frames):
         both = only_u = only_f = 0
         for c, L in g.chrom_sizes.items():
@@ -418,7 +418,7 @@ def test_random_multichromosome_equals_geniml(tmp_path, geniml_env, seed):
     cov.write_bigwig(tmp_path / "cov")
     _quiet(ModelLH(str(tmp_path / "model.tar")).make, str(tmp_path / "cov"), "all", cov.n_files)
     ref = _geniml_reference(str(tmp_path), names, up, True, str(tmp_path / "model.tar"), str(tmp_path / "cov"))
-    table = A.assess(up, paths, coverage=cov, progress=False)
+    table = A.assess(up, paths, coverage=cov, progress=False, geniml_quirks=True)
     diffs = _compare(table, ref, True)
     assert max(diffs.values()) < 1e-12, diffs
     assert table.attrs["likelihood"] == pytest.approx(ref["likelihood"], rel=1e-12)
@@ -477,7 +477,7 @@ def test_errors(toy):
 
 def test_write_report(toy):
     g, u, a, d = toy
-    table = A.assess(u, [a, a], genome=g, progress=False)
+    table = A.assess(u, [a, a], genome=g, progress=False, geniml_quirks=True)
     out = A.write_report(table, d / "report.tsv")
     back = pd.read_csv(out, sep="\t", comment="#")
     pd.testing.assert_frame_equal(back, table, check_dtype=False)

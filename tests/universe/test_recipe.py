@@ -134,3 +134,19 @@ def test_cli_from_cells(pbsmall, tmp_path, capsys):
                  "--min-fragments", "100", "-o", str(out)]) == 0
     assert len(read_bed(out)) > 500
     assert "regions" in capsys.readouterr().err
+
+
+def test_cli_assess(beds, tmp_path, capsys):
+    u = tmp_path / "u.bed"
+    assert main(["universe", "build", *beds, "--method", "ccf", "--genome", "hg38", "-o", str(u)]) == 0
+    rep = tmp_path / "report.tsv"
+    assert main(["universe", "assess", str(u), *beds, "--genome", "hg38", "-o", str(rep)]) == 0
+    t = pd.read_csv(rep, sep="\t", comment="#")
+    assert len(t) == len(beds) and t["f10"].between(0, 1).all() and "rbs_flex" in t
+    assert "likelihood" in rep.read_text().split("\n", 3)[0] + rep.read_text()
+    err = capsys.readouterr().err
+    assert "f10" in err
+    # the report is kept without --overwrite
+    before = rep.read_bytes()
+    assert main(["universe", "assess", str(u), *beds, "--genome", "hg38", "-o", str(rep)]) == 2
+    assert rep.read_bytes() == before

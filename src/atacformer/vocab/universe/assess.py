@@ -21,8 +21,8 @@ numpy, one chromosome at a time, instead of streaming text files line by line:
   model and every other base with the background model; for a flexible universe the flanks
   between region and core blend start (or end) and core models with linear weights.
 
-geniml's streaming code has artefacts that change its numbers. By default
-(``geniml_quirks=True``) they are reproduced, so that every figure equals geniml 0.8.4's:
+geniml's streaming code has artefacts that change its numbers. With ``geniml_quirks=True``
+they are reproduced, so that every figure equals geniml 0.8.4's (the tests compare them):
 
 - distances: the nearest-region search keeps three universe (or file) regions in a queue
   and reads ahead past the end of a chromosome; each extra read swallows a region of the
@@ -38,7 +38,7 @@ geniml's streaming code has artefacts that change its numbers. By default
   starts of one file within one smoothing window) geniml's background model computes
   ``n_files - value`` in uint16 and so wraps around to ``65536 + n_files - value``.
 
-With ``geniml_quirks=False`` the search is a true nearest-region search on every
+By default (``geniml_quirks=False``) the search is a true nearest-region search on every
 chromosome both sides have, the end track scores the last base of each region, each
 chromosome's background starts at 0, and coverage above the number of files gets the
 background of :func:`~atacformer.vocab.universe.methods.lh_model` (log10 1e-10).
@@ -236,15 +236,14 @@ def _check_core(df: pd.DataFrame, name) -> None:
 
 
 def _check_regions(df: pd.DataFrame, g: Genome, name, clip: bool) -> pd.DataFrame:
-    from atacformer.vocab.universe.coverage import _check_genome, _clip
+    from atacformer.vocab.universe.coverage import _coded
 
-    if clip:
-        df = _clip(df, g, name)
-        if "core_start" in df:
-            df = df.copy()
-            df["core_start"] = np.minimum(df["core_start"], df["end"])
-            df["core_end"] = np.minimum(df["core_end"], df["end"])
-    _check_genome(df, g, name)
+    _, _, e, kept = _coded(df, g, name, clip, rows=True)
+    df = df.iloc[kept].copy()
+    df["end"] = e
+    if clip and "core_start" in df:
+        df["core_start"] = np.minimum(df["core_start"], df["end"])
+        df["core_end"] = np.minimum(df["core_end"], df["end"])
     return df
 
 
@@ -492,7 +491,7 @@ def _universe_frame(universe) -> pd.DataFrame:
     return universe.regions if hasattr(universe, "regions") else universe
 
 
-def universe_likelihood(universe, coverage, *, flexible: bool = False, geniml_quirks: bool = True) -> float:
+def universe_likelihood(universe, coverage, *, flexible: bool = False, geniml_quirks: bool = False) -> float:
     """Log10-likelihood of a universe under the collection's coverage models.
 
     geniml's ``hard_universe_likelihood`` (``flexible=False``) and
@@ -516,7 +515,8 @@ def universe_likelihood(universe, coverage, *, flexible: bool = False, geniml_qu
     Returns
     -------
     float
-        The sum over the three tracks and every base of the genome.
+        The sum over the three tracks and every base of the chromosomes the collection
+        covers (and of any other chromosome a universe region is on).
 
     Examples
     --------
@@ -533,7 +533,7 @@ def universe_likelihood(universe, coverage, *, flexible: bool = False, geniml_qu
     order = _chrom_order(by_chrom)
     total = 0.0
     prev_end = 0  # geniml's flexible likelihood carries it over chromosomes
-    for chrom in g.chroms:
+    for chrom in coverage.chroms:  # the chromosomes the collection covers (those geniml's model has)
         if chrom not in by_chrom:
             for kind in ("start", "core", "end"):
                 t = coverage.track(kind, chrom)
@@ -599,7 +599,7 @@ def _load_universe(universe):
 
 
 def assess(universe, files, *, coverage=None, genome=None, likelihood: bool = True, clip: bool = False,
-           geniml_quirks: bool = True, progress: bool | None = None) -> pd.DataFrame:
+           geniml_quirks: bool = False, progress: bool | None = None) -> pd.DataFrame:
     """Assess how well a universe represents each region set of a collection.
 
     geniml's ``assess`` measures (Rymuza 2024) for every file: base-level overlap, precision,
@@ -627,7 +627,7 @@ def assess(universe, files, *, coverage=None, genome=None, likelihood: bool = Tr
         Cut regions that run past their chromosome's end instead of failing.
     geniml_quirks
         Reproduce geniml 0.8.4's numbers exactly, artefacts included (module docstring);
-        ``False`` for the corrected definitions.
+        default ``False``: the corrected definitions.
     progress
         Show a progress bar (default: when interactive).
 

@@ -53,7 +53,8 @@ def cmd_assess(args) -> int:
     from atacformer.vocab.universe.assess import assess, summary, write_report
 
     _check_out(args.output, args.overwrite, [args.universe, *args.beds])
-    table = assess(args.universe, args.beds, genome=args.genome)
+    table = assess(args.universe, args.beds, genome=args.genome, clip=args.clip,
+                   geniml_quirks=args.geniml_compatible)
     write_report(table, args.output, overwrite=True)
     s = summary(table)
     print(f"{args.output}: {len(table)} files; " + ", ".join(f"{k} {v:.4g}" for k, v in s.items()
@@ -106,6 +107,10 @@ def add_universe_commands(sub) -> None:
     a.add_argument("universe", metavar="UNIVERSE", help="universe BED (BED3, or BED9 flexible)")
     a.add_argument("beds", nargs="+", metavar="BED", help="the collection's region sets")
     a.add_argument("--genome", required=True, help="hg38, hg19, mm10, mm39 or a .chrom.sizes file")
+    a.add_argument("--clip", action="store_true", help="cut regions overhanging a chromosome end instead of "
+                   "stopping with an error")
+    a.add_argument("--geniml-compatible", action="store_true", help="reproduce geniml 0.8.4's numbers exactly, "
+                   "the artefacts of its streaming distance search and likelihood included")
     a.add_argument("-o", "--output", required=True, help="report TSV")
     a.add_argument("--overwrite", action="store_true")
     a.set_defaults(func=cmd_assess)

@@ -328,13 +328,14 @@ def _bad_chrom_line(path, chrom: str) -> int | None:
     return None
 
 
-def _coded(df: pd.DataFrame, g: Genome, name, clip: bool):
+def _coded(df: pd.DataFrame, g: Genome, name, clip: bool, rows: bool = False):
     """Chromosome codes (genome order), starts and ends of one region set, checked.
 
     Regions on unplaced / alternative contigs (``chrUn_*``, ``*_random``, ``*_alt``, chrM...)
     the genome lacks are dropped, as the tokenizer does; any other unknown chromosome is an
     error naming the file, line and value. A region past its chromosome's end is an error,
-    or with ``clip`` is cut at the end.
+    or with ``clip`` is cut at the end. With ``rows``, the positions of the kept rows in
+    ``df`` come fourth.
     """
     from atacformer.genome import is_contig
 
@@ -343,6 +344,7 @@ def _coded(df: pd.DataFrame, g: Genome, name, clip: bool):
     code = cat.codes.astype(np.int64)
     s = df["start"].to_numpy(np.int64)
     e = df["end"].to_numpy(np.int64)
+    kept = np.arange(len(df))
     if (code < 0).any():
         unknown = pd.unique(df["chrom"].to_numpy()[code < 0])
         bad = [c for c in unknown if not is_contig(c)]
@@ -352,7 +354,7 @@ def _coded(df: pd.DataFrame, g: Genome, name, clip: bool):
         log.info("%s: %d regions on %d contigs outside genome %s dropped", name, int((code < 0).sum()),
                  len(unknown), g.name)
         keep = code >= 0
-        code, s, e = code[keep], s[keep], e[keep]
+        code, s, e, kept = code[keep], s[keep], e[keep], kept[keep]
     L = np.array([g.chrom_sizes[c] for c in g.chroms], np.int64)[code]
     past = e > L
     if past.any():
@@ -365,8 +367,8 @@ def _coded(df: pd.DataFrame, g: Genome, name, clip: bool):
         log.info("%s: %d regions cut at their chromosome's end", name, int(past.sum()))
         e = np.minimum(e, L)
         keep = s < e
-        code, s, e = code[keep], s[keep], e[keep]
-    return code, s, e
+        code, s, e, kept = code[keep], s[keep], e[keep], kept[keep]
+    return (code, s, e, kept) if rows else (code, s, e)
 
 
 def _common_genome(frames, paths) -> Genome:

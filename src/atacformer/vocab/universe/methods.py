@@ -6,7 +6,8 @@ dissertation, ch. 3 and appendix B), computed from run lengths instead of dense
 chromosome-long arrays; LH and HMM decode only the covered stretches, with compiled
 kernels. Every builder returns a :class:`Universe`: a sorted table of regions (``chrom``,
 ``start``, ``end``, and for the flexible methods ``core_start`` / ``core_end``, the part of
-the region the method holds for certain, written as BED thickStart / thickEnd).
+the region the method holds for certain, written as BED thickStart / thickEnd), chromosomes
+in ``sort -V`` order (chr1, chr2, ..., chr10, ..., chrM, chrX, chrY) as geniml expects.
 
 Examples
 --------
@@ -113,7 +114,16 @@ def _regions(parts, with_core: bool) -> pd.DataFrame:
               for c, arrays in parts if len(arrays[0])]
     if not frames:
         return _regions([], with_core)
+    frames.sort(key=lambda f: _version_key(f["chrom"].iat[0]))
     return pd.concat(frames, ignore_index=True)
+
+
+def _version_key(chrom: str):
+    """Chromosome order of ``sort -V`` (chr1, chr2, ..., chr10, ..., chrM, chrX, chrY), the
+    order geniml's assessment checks its inputs for."""
+    import re
+
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(re.split(r"(\d+)", chrom)))
 
 
 def _bar(cov: CoverageTracks, desc: str, progress):
@@ -323,8 +333,8 @@ def lh_model(t: Track, n_files: int) -> np.ndarray:
     """geniml's binomial likelihood model of one track: per coverage value ``i``, log10 of
     the chance that a set does not cover a base with value ``i`` (column 0, background) and
     of ``i``'s share of all coverage (column 1). Values above the number of sets (a set's
-    starts or ends within one smoothing window) get a background log-likelihood of -10
-    where geniml's would be undefined."""
+    starts or ends within one smoothing window) get a background log-likelihood of -10;
+    geniml computes ``n_files - i`` there in uint16, which wraps around."""
     vals, _ = t.value_counts()
     no_possible = n_files * t.length
     no_cov = t.total()

@@ -26,11 +26,12 @@ def merge_universes(*universes: Universe, method: str = "merged") -> Universe:
     """The union of several universes, overlapping or touching regions merged (BED3)."""
     if not universes:
         raise ValueError("give at least one universe")
+    from atacformer.vocab.universe.methods import _version_key
+
     g = universes[0].genome
-    order = {c: i for i, c in enumerate(g.chroms)}
     frames = pd.concat([u.regions[["chrom", "start", "end"]] for u in universes], ignore_index=True)
     parts = []
-    for chrom in sorted(frames["chrom"].unique(), key=lambda c: order.get(c, len(order))):
+    for chrom in sorted(frames["chrom"].unique(), key=_version_key):
         sub = frames[frames["chrom"] == chrom]
         s, e = merge_intervals(sub["start"].to_numpy(np.int64), sub["end"].to_numpy(np.int64))
         parts.append(pd.DataFrame({"chrom": chrom, "start": s, "end": e}))

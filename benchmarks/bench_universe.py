@@ -19,16 +19,21 @@ reads tracks written by the separate ``uniwig`` tool).
 
 Agreement: base-level Jaccard and the number of identical regions between the two universes.
 
+``--assess``: instead, every method on a collection (``bulk``: the five sets above;
+``bm0828``: the Buenrostro 2018 bone-marrow peak matrix's per-cell-type pseudo-bulk peak sets,
+hg19) and each universe assessed against it (mean precision / recall / F10 and RBS over the
+files, and the universe likelihood).
+
 Usage::
 
     python benchmarks/bench_universe.py [--chroms chr1,chr2] [--methods cc,ccf,lh,hmm] [--out benchmarks/out]
+    python benchmarks/bench_universe.py --assess bm0828
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -157,13 +162,55 @@ def agreement(a: Path, b: Path) -> dict:
     return {"jaccard": inter / union if union else 1.0, "identical_regions": same}
 
 
+def assess_methods(collection: str, work: Path) -> str:
+    import pandas as pd
+
+    from atacformer.vocab.universe import CoverageTracks, build
+    from atacformer.vocab.universe.assess import assess, summary
+
+    if collection == "bulk":
+        files, genome = [str(DATA / f) for f in FILES], "hg38"
+    else:
+        from atacformer.vocab.universe.cells import cluster_peak_sets
+
+        bm = DATA.parent / "buenrostro2018_BM0828_ra3" / "buenrostro2018_BM0828_533cells.h5ad"
+        peaks = cluster_peak_sets(bm, work / "bm0828_peaks", genome="hg19", groupby="cell_type", overwrite=True,
+                                  progress=False)
+        files, genome = [str(p) for p in peaks.values()], "hg19"
+    cov = CoverageTracks.from_beds(files, genome=genome, clip=True, progress=False)
+    rows = []
+    for method in ("union", "intersection", "cc", "ccf", "lh", "hmm"):
+        t = time.perf_counter()
+        u = build(cov, method, progress=False)
+        t_build = time.perf_counter() - t
+        if not len(u):
+            rows.append({"method": method, "regions": 0, "Mbp": 0.0, "build_s": t_build})
+            continue
+        table = assess(u, files, coverage=cov, genome=genome, clip=True, progress=False)
+        s = summary(table)
+        rows.append({"method": method, "regions": len(u), "Mbp": u.widths().sum() / 1e6, "build_s": t_build,
+                     "precision": s["precision"], "recall": s["recall"], "f10": s["f10"], "rbs": s["rbs"],
+                     "likelihood": s.get("likelihood")})
+        print(rows[-1], flush=True)
+    return f"{collection}: {cov.n_files} region sets\n\n" + pd.DataFrame(rows).to_markdown(index=False,
+                                                                                        floatfmt=".4g")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "out"))
     ap.add_argument("--chroms", default="", help="comma-separated chromosomes (default: the whole genome)")
     ap.add_argument("--methods", default="cc,ccf,lh,hmm")
+    ap.add_argument("--assess", choices=["bulk", "bm0828"], help="assess every method on this collection")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.assess:
+        work = Path(a.out) / "universe"
+        work.mkdir(parents=True, exist_ok=True)
+        text = assess_methods(a.assess, work)
+        print(text)
+        (Path(a.out) / f"bench_universe_assess_{a.assess}.md").write_text(text + "\n")
+        return
     if a.child:
         tool, method, chroms, work = a.child
         print(json.dumps(child(tool, method, [c for c in chroms.split(",") if c], Path(work))))

@@ -182,17 +182,25 @@ def path_regions(path, seg_start, seg_end):
 
 
 @njit(cache=True)
+def _room(rs, re, cs, ce, m):
+    """The four output arrays, doubled when ``m`` entries fill them."""
+    if m < len(rs):
+        return rs, re, cs, ce
+    return (np.concatenate((rs, np.empty(m, np.int64))), np.concatenate((re, np.empty(m, np.int64))),
+            np.concatenate((cs, np.empty(m, np.int64))), np.concatenate((ce, np.empty(m, np.int64))))
+
+
+@njit(cache=True)
 def ccf_regions(vals, seg_start, seg_end, upper, split, last_is_final):
     """Flexible-cutoff regions of stretches covered at least the lower cutoff (per-base core
     coverage ``vals``, stretches one after another): the core is where coverage exceeds
     ``upper``; cores ``split`` or more bases apart become separate regions, cut at the first
     coverage minimum between them. Coordinates, edge rules and the zero-width cores kept only
     on the chromosome's last stretch follow geniml's ``ccf_universe``."""
-    cap = 16
-    rs = np.empty(cap, np.int64)
-    re = np.empty(cap, np.int64)
-    cs = np.empty(cap, np.int64)
-    ce = np.empty(cap, np.int64)
+    rs = np.empty(16, np.int64)
+    re = np.empty(16, np.int64)
+    cs = np.empty(16, np.int64)
+    ce = np.empty(16, np.int64)
     m = 0
     o = 0
     n_seg = len(seg_start)
@@ -217,12 +225,7 @@ def ccf_regions(vals, seg_start, seg_end, upper, split, last_is_final):
                     c_end = a + prev
                     r_end = a + lo
                     if c_start != c_end or final:
-                        if m == cap:
-                            cap *= 2
-                            rs = np.concatenate((rs, np.empty(m, np.int64)))
-                            re = np.concatenate((re, np.empty(m, np.int64)))
-                            cs = np.concatenate((cs, np.empty(m, np.int64)))
-                            ce = np.concatenate((ce, np.empty(m, np.int64)))
+                        rs, re, cs, ce = _room(rs, re, cs, ce, m)
                         rs[m] = r_start
                         re[m] = r_end + 1
                         cs[m] = c_start
@@ -234,12 +237,7 @@ def ccf_regions(vals, seg_start, seg_end, upper, split, last_is_final):
         if first >= 0:
             c_end = a + prev - (1 if prev == n - 1 else 0)
             if c_start != c_end or final:
-                if m == cap:
-                    cap *= 2
-                    rs = np.concatenate((rs, np.empty(m, np.int64)))
-                    re = np.concatenate((re, np.empty(m, np.int64)))
-                    cs = np.concatenate((cs, np.empty(m, np.int64)))
-                    ce = np.concatenate((ce, np.empty(m, np.int64)))
+                rs, re, cs, ce = _room(rs, re, cs, ce, m)
                 rs[m] = r_start
                 re[m] = a + n
                 cs[m] = c_start

@@ -11,7 +11,8 @@ geniml's universe builders read those bigWigs (geniml has no coverage builder of
 reads tracks written by the separate ``uniwig`` tool).
 
 - ``read``: reading the five files (``atacformer.io.read_bed``), the floor for coverage.
-- ``coverage``: reading the files and building the three run-length tracks.
+- ``coverage``: reading the files and building the three run-length tracks (these two: the
+  best of 3 fresh processes).
 - ``cc`` (at cutoff 2: geniml's default cutoff is below 1 on this collection, and its writer
   then loops in Python over every covered base), ``ccf``, ``lh`` (geniml: its likelihood model
   plus ``ml_universe``) and ``hmm``: the method alone, from tracks already in memory (ours) or
@@ -222,8 +223,8 @@ def main():
     import pandas as pd
 
     rows = []
-    for method in ("read", "coverage"):
-        r = measure("atacformer", method, chroms, work)
+    for method in ("read", "coverage"):  # short: best of 3 fresh processes
+        r = min((measure("atacformer", method, chroms, work) for _ in range(3)), key=lambda x: x["work_s"])
         rows.append({"step": method, "tool": "atacformer", **r})
         print(rows[-1], flush=True)
     for method in a.methods.split(","):

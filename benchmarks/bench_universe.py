@@ -94,8 +94,9 @@ def child(tool: str, method: str, chroms: list[str], work: Path) -> dict:
             res["work_s"] = time.perf_counter() - t
         else:
             cov = _tracks(g)
-            M.build(cov, "hmm" if method == "hmm" else "lh", progress=False) if method in ("lh", "hmm") else None
-            base = _rss_mb("VmRSS")  # the warm-up above loads the compiled kernels
+            if method in ("ccf", "lh", "hmm"):  # a first run loads the compiled kernels (numba's cache)
+                M.build(cov, method, progress=False)
+            base = _rss_mb("VmRSS")
             t = time.perf_counter()
             u = M.build(cov, method, cutoff=2 if method == "cc" else None, progress=False)
             res["work_s"] = time.perf_counter() - t

@@ -192,7 +192,7 @@ def assess_methods(collection: str, work: Path) -> str:
         s = summary(table)
         rows.append({"method": method, "regions": len(u), "Mbp": u.widths().sum() / 1e6, "build_s": t_build,
                      "precision": s["precision"], "recall": s["recall"], "f10": s["f10"], "rbs": s["rbs"],
-                     "likelihood": s.get("likelihood")})
+                     "log10_likelihood": f"{s['likelihood']:,.0f}" if "likelihood" in s else ""})
         print(rows[-1], flush=True)
     return f"{collection}: {cov.n_files} region sets\n\n" + pd.DataFrame(rows).to_markdown(index=False,
                                                                                         floatfmt=".4g")

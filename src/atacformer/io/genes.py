@@ -318,3 +318,73 @@ def _read_bed(path: str, genome) -> pd.DataFrame:
     if not parts:
         raise InputFormatError(path, "no genes found (empty file)")
     return pd.concat(parts, ignore_index=True)[GENE_COLUMNS]
+
+
+def read_gtf_records(path, features, *, attributes=("gene_id", "gene_name", "gene_type", "transcript_id"),
+                     genome=None) -> pd.DataFrame:
+    """The records of some feature types of a GTF, with some of their attributes.
+
+    Parameters
+    ----------
+    path
+        GTF (gz or plain), GENCODE or Ensembl.
+    features
+        Feature types to keep (``transcript``, ``exon``, ``CDS``, ``UTR``,
+        ``five_prime_utr``...).
+    attributes
+        Attribute columns to add (``None`` where a record lacks one); Ensembl's
+        ``gene_biotype`` fills ``gene_type`` when that is absent.
+    genome
+        As for :func:`read_genes`: records on unplaced contigs the genome lacks are dropped,
+        any other unknown chromosome or an end past a chromosome is an error naming the line.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``chrom``, ``start``, ``end`` (0-based half-open), ``strand``, ``feature`` and the
+        attributes, in file order.
+
+    Examples
+    --------
+    >>> exons = read_gtf_records("gencode.gtf.gz", ["exon"])  # doctest: +SKIP
+    """
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise InputFormatError(p, "no such file")
+    if not _is_gtf(p):
+        raise InputFormatError(p, "not a GTF file (expected 9 columns with quoted attributes)")
+    g = get_genome(genome) if genome is not None else None
+    wanted = pa.array(list(features), type=pa.string())
+    types = {c: pa.string() for c in _GTF_COLS} | {"start": pa.int64(), "end": pa.int64()}
+    parts = []
+    for block, parsed, line in _blocks(p):
+        tab = _read_table(p, block, parsed, line, _GTF_COLS, types, _gtf_line_check)
+        s = tab.column("start").to_numpy()
+        e = tab.column("end").to_numpy()
+        if (s < 1).any() or (s > e).any():
+            _locate(p, block, line, _gtf_line_check)
+        sel = tab.filter(pc.is_in(tab.column("feature"), value_set=wanted))
+        if not sel.num_rows:
+            continue
+
+        def is_kind(f):
+            return len(f) == 9 and f[2] in features
+
+        strand = sel.column("strand").to_numpy(zero_copy_only=False).astype(object)
+        _check_strand(p, block, line, strand, 6, is_kind)
+        chroms = normalize_chroms(sel.column("seqname").to_numpy(zero_copy_only=False)).astype(object)
+        ends = sel.column("end").to_numpy()
+        keep = _check_genome(p, block, line, g, chroms, ends, 0, lambda f: int(f[4]), is_kind)
+        attrs = sel.column("attributes")
+        df = pd.DataFrame({"chrom": chroms, "start": sel.column("start").to_numpy() - 1, "end": ends,
+                           "strand": strand,
+                           "feature": sel.column("feature").to_numpy(zero_copy_only=False).astype(object)})
+        for a in attributes:
+            v = _attribute(attrs, a)
+            if a == "gene_type" and v.isna().all():
+                v = _attribute(attrs, "gene_biotype")
+            df[a] = v.to_numpy(dtype=object)
+        parts.append(df[keep])
+    if not parts:
+        raise InputFormatError(p, f"no {'/'.join(features)} records found")
+    return pd.concat(parts, ignore_index=True)

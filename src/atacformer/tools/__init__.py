@@ -11,12 +11,14 @@ from atacformer.tools._embed import embed, region_embeddings
 from atacformer.tools._finetune import finetune
 from atacformer.tools._lsi import lsi
 from atacformer.tools._neighbors import neighbors, umap
+from atacformer.tools._regions import annotate_regions
 from atacformer.tools._scembed import ScEmbedModel, scembed, scembed_project
 from atacformer.tools._transfer import project_umap, transfer_labels
 
 __all__ = [
     "ScEmbedModel",
     "annotate",
+    "annotate_regions",
     "annotation_scores",
     "cluster",
     "embed",

@@ -1,6 +1,8 @@
-"""Plotting (``pl``): UMAP scatter plots and confusion matrices written to PNG (headless, Agg canvas)."""
+"""Plotting (``pl``): UMAP scatter plots, confusion matrices and region-level plots written to PNG
+(headless, Agg canvas)."""
 
 from atacformer.plotting._confusion import confusion_matrix
+from atacformer.plotting._regions import cryptic_tss, tss_score
 from atacformer.plotting._umap import umap, umap_grid
 
-__all__ = ["confusion_matrix", "umap", "umap_grid"]
+__all__ = ["confusion_matrix", "cryptic_tss", "tss_score", "umap", "umap_grid"]

@@ -48,11 +48,13 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    tables = [run_bulk_benchmark(name, data_dir=data, out_dir=out / "runs", sets_per_type=args.sets_per_type,
-                                 folds=args.folds, pretrain_minutes=args.pretrain_minutes,
-                                 scembed_epochs=args.scembed_epochs, seed=args.seed,
-                                 say=lambda m: print(m, flush=True))
-              for name in args.datasets.split(",") if name]
+    tables = []
+    for name in (n for n in args.datasets.split(",") if n):
+        t = run_bulk_benchmark(name, data_dir=data, out_dir=out / "runs", sets_per_type=args.sets_per_type,
+                               folds=args.folds, pretrain_minutes=args.pretrain_minutes,
+                               scembed_epochs=args.scembed_epochs, seed=args.seed, say=lambda m: print(m, flush=True))
+        t.to_csv(out / f"bulk_{name}.csv", index=False)  # kept should a later set fail
+        tables.append(t)
     table = pd.concat(tables, ignore_index=True)
     text = format_bulk_table(table)
     table.to_csv(out / "bulk.csv", index=False)

@@ -66,6 +66,11 @@ def pseudobulk_region_sets(adata: AnnData, label_key: str = LABEL_KEY, *, sets_p
     replacement from that type (different groups may share cells). A type with fewer than
     ``min_cells`` cells gives no set (logged).
 
+    Groups of one type overlap (on BM0828 a group of up to 50 cells is drawn from 51-128),
+    so under cross-validation a held-out set shares many cells with training sets of its
+    type: the task measures how well an embedding keeps a set's type, not generalisation
+    to unseen cells.
+
     Parameters
     ----------
     adata

@@ -1,7 +1,8 @@
 """Embedding-quality benchmark (``atacformer benchmark``): peers and atacformer recipes
 (:data:`atacformer.train.RECIPES`) side by side, see :mod:`~atacformer.evaluation.harness`;
 robustness of a model's embeddings to the context, see :mod:`~atacformer.evaluation.context`;
-ATAC -> RNA retrieval and RNA imputation against their peers, see :mod:`~atacformer.evaluation.rna`.
+ATAC -> RNA retrieval and RNA imputation against their peers, see :mod:`~atacformer.evaluation.rna`;
+bulk region sets embedded as documents and classified, see :mod:`~atacformer.evaluation.bulk`.
 
 Examples
 --------
@@ -20,6 +21,8 @@ _EXPORTS = {
     "peakvi_latent": "harness", "train_recipe": "harness", "drop_nonzeros": "harness", "add_gains": "harness",
     "harmony": "harness",
     "RnaPair": "rna", "load_rna_pairs": "rna", "run_rna_benchmark": "rna",
+    "pseudobulk_region_sets": "bulk", "bed_region_sets": "bulk", "classify_region_sets": "bulk",
+    "run_bulk_benchmark": "bulk", "format_bulk_table": "bulk",
     "context_robustness": "context", "plot_context_robustness": "context", "DEFAULT_CONTEXTS": "context",
 }
 

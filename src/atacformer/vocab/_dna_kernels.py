@@ -51,41 +51,63 @@ def scan_motifs(codes, bad, starts, ends, tables, tab_off, mot_chunk0, mot_nchun
 
     Motif ``m`` uses matrices ``2m`` (forward) and ``2m + 1`` (reverse complement); matrix
     ``q`` has chunks ``mot_chunk0[q] .. + mot_nchunk[q]``, chunk ``c``'s table starting at
-    ``tab_off[c]``. A window's score is the double sum of its chunks rounded to float32 (as
-    Bio.motifs' ``calculate``); windows with a non-ACGT base are skipped; a region without any
-    valid window gets NaN and 0.
+    ``tab_off[c]``. A window's score is the double sum of its chunks (in chunk order) rounded
+    to float32 (as Bio.motifs' ``calculate``); windows with a non-ACGT base are skipped; a
+    region without any valid window gets NaN and 0. Per region, the chunk sums of all
+    windows are accumulated chunk by chunk (simple gather-add loops), then reduced.
     """
     n_mot = len(thresholds)
     K = CHUNK
+    maxlen = 1
+    for r in range(len(starts)):
+        if ends[r] - starts[r] > maxlen:
+            maxlen = ends[r] - starts[r]
     for m in prange(n_mot):
         L = mot_len[m]
         thr = thresholds[m]
+        fwd = np.empty(maxlen)
+        rev = np.empty(maxlen)
+        cf = mot_chunk0[2 * m]
+        cr = mot_chunk0[2 * m + 1]
+        nc = mot_nchunk[2 * m]
         for r in range(len(starts)):
+            s0 = starts[r]
+            nw = ends[r] - L - s0 + 1
+            if nw <= 0:
+                out_max[r, m] = np.float32(np.nan)
+                out_count[r, m] = 0
+                continue
+            for i in range(nw):
+                fwd[i] = 0.0
+                rev[i] = 0.0
+            for c in range(nc):
+                w = L - c * K
+                if w > K:
+                    w = K
+                sh = 2 * (K - w)
+                base = s0 + c * K
+                tf = tables[tab_off[cf + c]:tab_off[cf + c] + (1 << (2 * w))]
+                tr = tables[tab_off[cr + c]:tab_off[cr + c] + (1 << (2 * w))]
+                for i in range(nw):
+                    code = codes[base + i] >> sh
+                    fwd[i] += tf[code]
+                    rev[i] += tr[code]
             best = np.float32(np.nan)
             has = False
             cnt = 0
-            s0 = starts[r]
-            last = ends[r] - L
-            for strand in range(2):
-                q = 2 * m + strand
-                c0 = mot_chunk0[q]
-                nc = mot_nchunk[q]
-                for i in range(s0, last + 1):
-                    if bad[i + L] != bad[i]:
-                        continue
-                    sc = 0.0
-                    for c in range(nc):
-                        w = L - c * K
-                        if w > K:
-                            w = K
-                        code = codes[i + c * K] >> (2 * (K - w))
-                        sc += tables[tab_off[c0 + c] + code]
-                    f = np.float32(sc)
-                    if not has or f > best:
-                        best = f
-                        has = True
-                    if f >= thr:
-                        cnt += 1
+            for i in range(nw):
+                if bad[s0 + i + L] != bad[s0 + i]:
+                    continue
+                f = np.float32(fwd[i])
+                g = np.float32(rev[i])
+                if g > f:
+                    top = g
+                else:
+                    top = f
+                if not has or top > best:
+                    best = top
+                    has = True
+                cnt += (f >= thr) + (g >= thr)
             out_max[r, m] = best
             out_count[r, m] = cnt
 

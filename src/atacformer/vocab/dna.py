@@ -2,7 +2,7 @@
 embeddings of a pluggable DNA language model.
 
 The sequence comes from an indexed genome FASTA (plain, or bgzip with ``.fai`` and
-``.gzi``, as ``samtools faidx`` makes), read one chromosome span at a time with pyfaidx.
+``.gzi``, as ``samtools faidx`` makes), read one chromosome span at a time.
 Soft-masked (lower-case) bases count as upper-case; any letter other than ``ACGT`` (``N``)
 breaks k-mers and motif windows: a k-mer or window holding one is not counted.
 
@@ -85,15 +85,68 @@ def _check_fasta(path) -> None:
                                    f"(expected {p.name}.gzi next to it)", value=str(p) + ".gzi")
 
 
-def _open_fasta(path):
-    import pyfaidx
+class _IndexedFasta:
+    """Random access to a ``samtools faidx``-indexed FASTA, plain or bgzip (``.gzi``).
 
-    _check_fasta(path)
-    try:
-        return pyfaidx.Fasta(os.fspath(path), as_raw=True, build_index=False, rebuild=False,
-                             sequence_always_upper=False)
-    except Exception as e:  # a malformed index or file
-        raise InputFormatError(path, f"cannot read the indexed FASTA: {e}") from None
+    Reads the region's bytes only: for bgzip, the ``.gzi`` block index gives the compressed
+    block holding the first byte (pyfaidx 0.8 instead reads bgzip records from their start on
+    every fetch and takes samtools' uncompressed ``.fai`` offsets for virtual offsets).
+    """
+
+    def __init__(self, path):
+        self.path = Path(os.fspath(path))
+        _check_fasta(self.path)
+        try:
+            fai = pd.read_csv(str(self.path) + ".fai", sep="\t", header=None, usecols=[0, 1, 2, 3, 4],
+                              dtype={0: str})
+        except Exception as e:
+            raise InputFormatError(str(self.path) + ".fai", f"not a FASTA index: {e}") from None
+        self.index = {r[0]: (int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in fai.itertuples(index=False)}
+        with open(self.path, "rb") as f:
+            self.bgzf = f.read(2) == b"\x1f\x8b"
+        if self.bgzf:
+            raw = np.fromfile(str(self.path) + ".gzi", dtype="<u8")
+            if len(raw) < 1 or len(raw) != 1 + 2 * int(raw[0]):
+                raise InputFormatError(str(self.path) + ".gzi", "not a bgzip block index")
+            pairs = raw[1:].reshape(-1, 2).astype(np.int64)
+            self._coff = np.r_[0, pairs[:, 0]]
+            self._uoff = np.r_[0, pairs[:, 1]]
+
+    def keys(self):
+        return list(self.index)
+
+    def length(self, name) -> int:
+        return self.index[name][0]
+
+    def _read(self, u0: int, n: int) -> bytes:
+        if not self.bgzf:
+            with open(self.path, "rb") as f:
+                f.seek(u0)
+                return f.read(n)
+        from Bio import bgzf
+
+        b = int(np.searchsorted(self._uoff, u0, side="right")) - 1
+        with bgzf.BgzfReader(os.fspath(self.path), "rb") as f:
+            f.seek(bgzf.make_virtual_offset(int(self._coff[b]), int(u0 - self._uoff[b])))
+            return f.read(n)
+
+    def fetch(self, name, start: int, end: int) -> bytes:
+        """Bases ``[start, end)`` (0-based) of sequence ``name``, as stored (case kept)."""
+        if end <= start:
+            return b""
+        _, off, lb, lw = self.index[name]
+        b0 = off + (start // lb) * lw + start % lb
+        b1 = off + ((end - 1) // lb) * lw + (end - 1) % lb + 1
+        raw = self._read(b0, b1 - b0)
+        seq = raw.replace(b"\n", b"").replace(b"\r", b"")
+        if len(seq) != end - start:
+            raise InputFormatError(self.path, f"truncated sequence {name}:{start}-{end} (the index does not match "
+                                   "the file)")
+        return seq
+
+
+def _open_fasta(path) -> _IndexedFasta:
+    return _IndexedFasta(path)
 
 
 def read_regions(regions) -> pd.DataFrame:
@@ -142,7 +195,7 @@ def _chrom_spans(fa, path, df: pd.DataFrame):
     groups = df.groupby("chrom", sort=False).indices
     for c in chroms:
         rows = np.asarray(groups[c])
-        n = len(fa[names[c]])
+        n = fa.length(names[c])
         ends = df["end"].to_numpy()[rows]
         if ends.max() > n:
             i = rows[int(np.argmax(ends))]
@@ -153,8 +206,7 @@ def _chrom_spans(fa, path, df: pd.DataFrame):
         s = df["start"].to_numpy()[rows]
         e = df["end"].to_numpy()[rows]
         lo, hi = int(s.min()), int(e.max())
-        raw = fa.faidx.fetch(names[c], lo + 1, hi) if hi > lo else ""
-        codes = encode_bases(str(raw))
+        codes = encode_bases(fa.fetch(names[c], lo, hi))
         yield rows, codes, (s - lo).astype(np.int64), (e - lo).astype(np.int64)
 
 

@@ -44,71 +44,75 @@ def bad_prefix(seq):
     return out
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _window(codes, tables, tab_off, c0, nc, L, i):
+    """Double sum of a window's chunk scores, in chunk order."""
+    K = CHUNK
+    sc = 0.0
+    for c in range(nc):
+        w = L - c * K
+        if w > K:
+            w = K
+        sc += tables[tab_off[c0 + c] + (codes[i + c * K] >> (2 * (K - w)))]
+    return sc
+
+
 @njit(nogil=True, cache=True, parallel=True)
 def scan_motifs(codes, bad, starts, ends, tables, tab_off, mot_chunk0, mot_nchunk, mot_len,
-                thresholds, out_max, out_count):
+                rest_max, thresholds, out_max, out_count):
     """Max score and number of windows scoring ``>= threshold`` of every (region, motif).
 
     Motif ``m`` uses matrices ``2m`` (forward) and ``2m + 1`` (reverse complement); matrix
     ``q`` has chunks ``mot_chunk0[q] .. + mot_nchunk[q]``, chunk ``c``'s table starting at
     ``tab_off[c]``. A window's score is the double sum of its chunks (in chunk order) rounded
     to float32 (as Bio.motifs' ``calculate``); windows with a non-ACGT base are skipped; a
-    region without any valid window gets NaN and 0. Per region, the chunk sums of all
-    windows are accumulated chunk by chunk (simple gather-add loops), then reduced.
+    region without any valid window gets NaN and 0.
+
+    Branch and bound: a window whose first chunk plus ``rest_max[q]`` (the best the other
+    chunks can add) stays below both the region's best score so far and the threshold (less
+    a margin far above rounding) can change neither output and is not summed further.
     """
     n_mot = len(thresholds)
-    K = CHUNK
-    maxlen = 1
-    for r in range(len(starts)):
-        if ends[r] - starts[r] > maxlen:
-            maxlen = ends[r] - starts[r]
     for m in prange(n_mot):
         L = mot_len[m]
         thr = thresholds[m]
-        fwd = np.empty(maxlen)
-        rev = np.empty(maxlen)
         cf = mot_chunk0[2 * m]
         cr = mot_chunk0[2 * m + 1]
         nc = mot_nchunk[2 * m]
+        w0 = L if L < CHUNK else CHUNK
+        sh0 = 2 * (CHUNK - w0)
+        of = tab_off[cf]
+        orr = tab_off[cr]
+        rf = rest_max[2 * m]
+        rr = rest_max[2 * m + 1]
         for r in range(len(starts)):
             s0 = starts[r]
-            nw = ends[r] - L - s0 + 1
-            if nw <= 0:
-                out_max[r, m] = np.float32(np.nan)
-                out_count[r, m] = 0
-                continue
-            for i in range(nw):
-                fwd[i] = 0.0
-                rev[i] = 0.0
-            for c in range(nc):
-                w = L - c * K
-                if w > K:
-                    w = K
-                sh = 2 * (K - w)
-                base = s0 + c * K
-                tf = tables[tab_off[cf + c]:tab_off[cf + c] + (1 << (2 * w))]
-                tr = tables[tab_off[cr + c]:tab_off[cr + c] + (1 << (2 * w))]
-                for i in range(nw):
-                    code = codes[base + i] >> sh
-                    fwd[i] += tf[code]
-                    rev[i] += tr[code]
-            best = np.float32(np.nan)
+            last = ends[r] - L
+            best = -np.inf
+            cut = -np.inf
             has = False
             cnt = 0
-            for i in range(nw):
-                if bad[s0 + i + L] != bad[s0 + i]:
+            for i in range(s0, last + 1):
+                if bad[i + L] != bad[i]:
                     continue
-                f = np.float32(fwd[i])
-                g = np.float32(rev[i])
-                if g > f:
-                    top = g
-                else:
-                    top = f
-                if not has or top > best:
-                    best = top
-                    has = True
-                cnt += (f >= thr) + (g >= thr)
-            out_max[r, m] = best
+                code = codes[i] >> sh0
+                if tables[of + code] + rf >= cut:
+                    f = np.float32(_window(codes, tables, tab_off, cf, nc, L, i))
+                    if not has or f > best:
+                        best = f
+                        has = True
+                    if f >= thr:
+                        cnt += 1
+                    cut = min(best, thr) - 1e-3
+                if tables[orr + code] + rr >= cut:
+                    g = np.float32(_window(codes, tables, tab_off, cr, nc, L, i))
+                    if not has or g > best:
+                        best = g
+                        has = True
+                    if g >= thr:
+                        cnt += 1
+                    cut = min(best, thr) - 1e-3
+            out_max[r, m] = np.float32(best) if has else np.float32(np.nan)
             out_count[r, m] = cnt
 
 

@@ -386,13 +386,14 @@ def _motif_tables(pssms):
     """Chunked K-mer score tables of the forward and reverse-complement matrices of each motif."""
     from atacformer.vocab._dna_kernels import CHUNK as K
 
-    tables, tab_off, chunk0, nchunk = [], [], [], []
+    tables, tab_off, chunk0, nchunk, rest = [], [], [], [], []
     off = 0
     for M in pssms:
         for mat in (M, M[::-1, ::-1]):  # reverse complement: reversed rows, A<->T, C<->G
             L = len(mat)
             chunk0.append(len(tab_off))
             nchunk.append(-(-L // K))
+            rest.append(0.0)
             for c0 in range(0, L, K):
                 sub = mat[c0:c0 + K]
                 w = len(sub)
@@ -401,10 +402,12 @@ def _motif_tables(pssms):
                 for j in range(w):  # summed in window order, as Bio.motifs' C loop
                     t = t + sub[j][(codes >> (2 * (w - 1 - j))) & 3]
                 tables.append(t)
+                if c0 > 0:
+                    rest[-1] += float(t.max())
                 tab_off.append(off)
                 off += len(t)
     return (np.concatenate(tables) if tables else np.zeros(0), np.array(tab_off, dtype=np.int64),
-            np.array(chunk0, dtype=np.int64), np.array(nchunk, dtype=np.int64))
+            np.array(chunk0, dtype=np.int64), np.array(nchunk, dtype=np.int64), np.array(rest) + 1e-6)
 
 
 def scan_motifs(codes: np.ndarray, starts, ends, motifs: MotifSet, tables=None) -> tuple[np.ndarray, np.ndarray]:
@@ -426,10 +429,10 @@ def scan_motifs(codes: np.ndarray, starts, ends, motifs: MotifSet, tables=None) 
     out_cnt = np.zeros((len(starts), n_m), dtype=np.int32)
     if n_m == 0 or len(starts) == 0:
         return out_max, out_cnt
-    tab, tab_off, chunk0, nchunk = tables if tables is not None else _motif_tables(motifs.pssms)
+    tab, tab_off, chunk0, nchunk, rest = tables if tables is not None else _motif_tables(motifs.pssms)
     lengths = np.array([len(p) for p in motifs.pssms], dtype=np.int64)
     K.scan_motifs(K.chunk_codes(codes, K.CHUNK), K.bad_prefix(codes), starts, ends, tab, tab_off, chunk0,
-                  nchunk, lengths, motifs.thresholds.astype(np.float64), out_max, out_cnt)
+                  nchunk, lengths, rest, motifs.thresholds.astype(np.float64), out_max, out_cnt)
     return out_max, out_cnt
 
 

@@ -87,6 +87,22 @@ def cmd_gene_activity(args) -> int:
     return 0
 
 
+def cmd_region_features(args) -> int:
+    from atacformer.tokenizers._cells import check_output_file, write_h5ad_atomic
+    from atacformer.vocab.dna import read_regions, region_features
+
+    out = os.fspath(args.output)
+    check_output_file(out, overwrite=args.overwrite, inputs=[args.vocab, args.fasta])
+    kmers = tuple(int(k) for k in args.kmers.split(",") if k.strip()) if args.kmers.lower() != "none" else ()
+    motifs = None if args.motifs.lower() == "none" else args.motifs
+    adata = region_features(read_regions(args.vocab), args.fasta, kmers=kmers, motifs=motifs, pvalue=args.pvalue,
+                            encoder=args.encoder, progress=True)
+    write_h5ad_atomic(adata, out)
+    print(f"wrote {out}: {adata.n_obs:,} regions x {adata.n_vars:,} features "
+          f"({', '.join(f'{k} {v}' for k, v in adata.var['kind'].value_counts(sort=False).items() if v)})")
+    return 0
+
+
 def _report(name, cells):
     print(f"{name}: " + json.dumps(cells.summary()))
 
@@ -293,6 +309,22 @@ def build_parser() -> argparse.ArgumentParser:
     ga.add_argument("-o", "--output", required=True, help="OUT.h5ad")
     ga.add_argument("--overwrite", action="store_true", help="replace an existing OUT.h5ad")
     ga.set_defaults(func=cmd_gene_activity)
+
+    rf = sub.add_parser("region-features", help="DNA features of every vocabulary region (k-mers, TF motifs, "
+                        "a DNA encoder) -> regions x features (.h5ad)",
+                        description="Canonical k-mer frequencies, JASPAR CORE vertebrate motif max scores and hit "
+                        "counts (p < PVALUE, both strands) and optional embeddings of a local Hugging Face DNA "
+                        "model, per region (see atacformer.vocab.dna.region_features).")
+    rf.add_argument("vocab", metavar="VOCAB", help="universe BED(.gz) or a model / vocabulary folder")
+    rf.add_argument("--fasta", required=True, help="genome FASTA indexed with samtools faidx (.fai; bgzip: .gzi)")
+    rf.add_argument("--kmers", default="4,5,6", help="comma-separated k-mer sizes, or none (default 4,5,6)")
+    rf.add_argument("--motifs", default="JASPAR2024", help="pyjaspar release (JASPAR2014..) or none "
+                    "(default JASPAR2024)")
+    rf.add_argument("--pvalue", type=float, default=1e-4, help="motif hit p-value (default 1e-4)")
+    rf.add_argument("--encoder", help="local Hugging Face DNA model folder (e.g. Nucleotide Transformer)")
+    rf.add_argument("-o", "--output", required=True, help="OUT.h5ad")
+    rf.add_argument("--overwrite", action="store_true", help="replace an existing OUT.h5ad")
+    rf.set_defaults(func=cmd_region_features)
 
     e = sub.add_parser("embed", help="cell embeddings from a model folder (ours or geniml's) -> obsm['X_atacformer']",
                        description="Tokenize INPUT with the model's own vocabulary and embed every cell.")

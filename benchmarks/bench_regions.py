@@ -32,16 +32,16 @@ FASTA = DATA / "hg19_chr22_1-22Mb_fasta" / "hg19_chr22_1-22000000.fa.gz"
 
 def cpg_ratio(var) -> np.ndarray:
     """CpG observed / expected of each region's sequence (NaN outside the FASTA)."""
-    import pyfaidx
+    from atacformer.vocab.dna import _open_fasta
 
-    fa = pyfaidx.Fasta(str(FASTA))
-    name = next(iter(fa.keys()))
-    n = len(fa[name])
+    fa = _open_fasta(FASTA)
+    name = fa.keys()[0]
+    n = fa.length(name)
     out = np.full(len(var), np.nan)
     for i, (c, s, e) in enumerate(zip(var["chrom"], var["start"], var["end"])):
         if c != "chr22" or e > n:
             continue
-        seq = str(fa[name][int(s):int(e)]).upper()
+        seq = fa.fetch(name, int(s), int(e)).decode().upper()
         cg, c_, g_ = seq.count("CG"), seq.count("C"), seq.count("G")
         if seq.count("N") < len(seq) // 2 and c_ and g_:
             out[i] = cg * len(seq) / (c_ * g_)

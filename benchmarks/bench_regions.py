@@ -79,17 +79,25 @@ def main():
             load_model(pretrain(cfg, data=adata)["model_dir"]), time.perf_counter() - t)
     base = next(iter(models.values()))[0]
     models["randomly initialised"] = (type(base)(base.config), 0.0)
-    for name, (model, secs) in models.items():
-        tl.region_embeddings(model, adata)
-        r = tl.tss_score(adata, n_shuffles=200)
-        c = tl.cryptic_tss(adata, signal="cpg_oe")
+    runs = [(name, model, secs, "static") for name, (model, secs) in models.items()]
+    runs.append((f"pretrained {a.steps} steps, contextual (mean over cells)", models[f"pretrained {a.steps} steps"][0],
+                 models[f"pretrained {a.steps} steps"][1], "contextual"))
+    for name, model, secs, kind in runs:
+        if kind == "static":
+            tl.region_embeddings(model, adata)
+            rep = "atacformer_regions"
+        else:
+            tl.contextual_region_vectors(model, adata, max_cells=None)
+            rep = "atacformer_regions_contextual"
+        r = tl.tss_score(adata, rep, n_shuffles=200)
+        c = tl.cryptic_tss(adata, rep, signal="cpg_oe")
         rows.append({"model": name, "train_s": secs, "tss_score": r["score"], "shuffled_mean": r["shuffled_mean"],
                      "shuffled_sd": r["shuffled_sd"], "regions": r["n_regions"], "icTSS": len(c["calls"]),
                      "icTSS_with_cpg": int(np.isfinite(adata.var["cpg_oe"].to_numpy()[c["calls"]]).sum()),
                      "cpg_fold": c.get("fold", np.nan), "cpg_p": c.get("p", np.nan)})
         print(rows[-1], flush=True)
         if name != "randomly initialised":
-            tag = name.split()[0]
+            tag = name.split()[0] + ("_contextual" if kind == "contextual" else "")
             pl.tss_score(adata, save=out / f"{a.dataset}_{tag}_tss_score.png")
             if "null" in c:
                 pl.cryptic_tss(adata, save=out / f"{a.dataset}_{tag}_cryptic_tss.png")

@@ -96,3 +96,40 @@ def test_anndata_wrappers_and_plots(tmp_path):
     assert (tmp_path / "tss.png").stat().st_size > 0 and (tmp_path / "ictss.png").stat().st_size > 0
     with pytest.raises(KeyError, match="annotate_regions"):
         tl.tss_score(ad.AnnData(np.zeros((2, 3))))
+
+
+def test_contextual_vectors_are_means_over_cells(tmp_path):
+    """Contextual region vectors: the mean of the model's hidden states of each region over
+    the cells holding it, recomputed here one cell at a time; unseen regions are NaN and are
+    left out of the score."""
+    import torch
+
+    from atacformer.models import load_model
+    from atacformer.train import TrainConfig, pretrain
+
+    rng = np.random.default_rng(0)
+    dense = (rng.random((30, 60)) < 0.2).astype(np.float32)
+    dense[:, 59] = 0  # a region no cell holds
+    X = sp.csr_matrix(dense)
+    var = pd.DataFrame({"chrom": "chr1", "start": np.arange(60) * 1000, "end": np.arange(60) * 1000 + 500})
+    var.index = [f"chr1:{s}-{e}" for s, e in zip(var.start, var.end)]
+    a = ad.AnnData(X, var=var)
+    cfg = TrainConfig(out=str(tmp_path / "run"), max_steps=0, progress=False, tensorboard=False,
+                      model_overrides={"hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32})
+    model = load_model(pretrain(cfg, data=a)["model_dir"])
+    vec = tl.contextual_region_vectors(model, a, max_cells=None)
+    assert np.isnan(vec[59]).all() and np.isfinite(vec[:59]).all()
+    backbone = getattr(model, "atacformer", model)
+    model.eval()
+    want = np.zeros((60, vec.shape[1]))
+    n = np.zeros(60)
+    with torch.inference_mode():
+        for i in range(a.n_obs):
+            toks = a.X[i].indices
+            h = backbone(torch.as_tensor(toks, dtype=torch.long)[None])[0].numpy()
+            want[toks] += h
+            n[toks] += 1
+    np.testing.assert_allclose(vec[:59], want[:59] / n[:59, None], rtol=1e-5, atol=1e-6)
+    tss = np.r_[np.zeros(5), rng.integers(2_000, 100_000, 55)].astype(float)
+    r = tss_distribution_score(vec, tss, tss == 0, n_shuffles=5)
+    assert r["n_regions"] == 59 and np.isnan(r["centroid_distance"][59])

@@ -11,7 +11,7 @@ from atacformer.tools._embed import embed, region_embeddings
 from atacformer.tools._finetune import finetune
 from atacformer.tools._lsi import lsi
 from atacformer.tools._neighbors import neighbors, umap
-from atacformer.tools._regions import annotate_regions, cryptic_tss_calls as cryptic_tss, tss_score
+from atacformer.tools._regions import annotate_regions, contextual_region_vectors, cryptic_tss_calls as cryptic_tss, tss_score
 from atacformer.tools._scembed import ScEmbedModel, scembed, scembed_project
 from atacformer.tools._transfer import project_umap, transfer_labels
 
@@ -21,6 +21,7 @@ __all__ = [
     "annotate_regions",
     "annotation_scores",
     "cluster",
+    "contextual_region_vectors",
     "cryptic_tss",
     "embed",
     "finetune",

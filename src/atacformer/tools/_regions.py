@@ -96,8 +96,9 @@ def tss_distribution_score(embeddings, tss_distance, promoter, *, metric: str = 
 
     tss = np.abs(np.asarray(tss_distance, dtype=np.float64))
     promoter = np.asarray(promoter, bool)
-    ok = np.isfinite(tss)
-    dist = _centroid_distance(np.asarray(embeddings)[ok], promoter[ok], metric)
+    emb = np.asarray(embeddings)
+    ok = np.isfinite(tss) & np.isfinite(emb).all(1)  # regions without a vector (never seen) left out
+    dist = _centroid_distance(emb[ok], promoter[ok], metric)
     rd, rt = rankdata(dist), rankdata(tss[ok])
 
     def rho(a, b):
@@ -161,9 +162,12 @@ def cryptic_tss(embeddings, tss_distance, promoter, *, min_tss_distance: int = 1
     """
     tss = np.abs(np.asarray(tss_distance, dtype=np.float64))
     promoter = np.asarray(promoter, bool)
-    dist = _centroid_distance(embeddings, promoter, metric)
-    thr = float(np.median(dist[promoter])) if max_centroid_distance is None else float(max_centroid_distance)
-    far = np.isfinite(tss) & (tss >= min_tss_distance)
+    emb = np.asarray(embeddings)
+    has = np.isfinite(emb).all(1)
+    dist = np.full(len(emb), np.nan)
+    dist[has] = _centroid_distance(emb[has], promoter[has], metric)
+    thr = float(np.median(dist[promoter & has])) if max_centroid_distance is None else float(max_centroid_distance)
+    far = np.isfinite(tss) & (tss >= min_tss_distance) & has
     calls = np.flatnonzero(far & (dist <= thr))
     out = {"calls": calls, "threshold": thr, "centroid_distance": dist, "n_far": int(far.sum())}
     if signal is None or not len(calls):
@@ -233,3 +237,39 @@ def cryptic_tss_calls(adata: AnnData, use_rep: str = "atacformer_regions", *, si
     adata.var[key_added] = mask
     adata.uns[key_added] = {k: v for k, v in res.items() if k not in ("centroid_distance",)}
     return res
+
+
+def contextual_region_vectors(model, adata: AnnData, *, max_cells: int | None = 1000, seed: int = 0,
+                              key_added: str = "atacformer_regions_contextual") -> np.ndarray:
+    """Each region's contextual vector averaged over the cells it is open in (the model's last
+    hidden state at that token), the region vectors the LeRoy 2025 dissertation scores; NaN
+    for a region open in none of the cells used. Written to ``varm[key_added]``.
+
+    Parameters
+    ----------
+    max_cells
+        Use a random sample of at most this many cells (``None``: all).
+
+    Examples
+    --------
+    >>> contextual_region_vectors(model, adata); tss_score(adata, "atacformer_regions_contextual")  # doctest: +SKIP
+    """
+    from atacformer.tools._embed import region_embeddings
+
+    rows = np.arange(adata.n_obs)
+    if max_cells is not None and adata.n_obs > max_cells:
+        rows = np.sort(np.random.default_rng(seed).choice(adata.n_obs, max_cells, replace=False))
+    res = region_embeddings(model, cells=adata.X[rows], contextual=True)
+    d = res["static"].shape[1]
+    sums = np.zeros((adata.n_vars, d))
+    counts = np.zeros(adata.n_vars)
+    for toks, h in zip(res["tokens"], res["hidden"]):
+        toks = np.asarray(toks)
+        keep = toks < adata.n_vars  # region tokens (special tokens, if any, left out)
+        np.add.at(sums, toks[keep], h[keep])
+        np.add.at(counts, toks[keep], 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vec = sums / counts[:, None]
+    vec[counts == 0] = np.nan
+    adata.varm[key_added] = vec
+    return vec

@@ -74,7 +74,8 @@ def main():
     models = {}
     for steps in (0, a.steps):
         t = time.perf_counter()
-        cfg = TrainConfig(out=str(out / f"{a.dataset}-{steps}"), max_steps=steps, progress=False, tensorboard=False)
+        cfg = TrainConfig(out=str(out / f"{a.dataset}-{steps}"), max_steps=steps, progress=False, tensorboard=False,
+                          overwrite=True)
         models[f"pretrained {steps} steps" if steps else "initialised from the data (0 steps)"] = (
             load_model(pretrain(cfg, data=adata)["model_dir"]), time.perf_counter() - t)
     base = next(iter(models.values()))[0]

@@ -90,7 +90,7 @@ def check_output_file(path, *, overwrite: bool = False, inputs=(), suffix: str =
 
     p = Path(os.fspath(path))
     if p.is_dir():
-        raise OutputError(f"{p} is a folder; name an output file ({suffix}) inside it")
+        raise OutputError(f"{p} is a folder; name an output file{f' ({suffix})' if suffix else ''} inside it")
     if suffix and not p.name.endswith(suffix):
         raise OutputError(f"{p}: the output must be a {suffix} file")
     if not p.parent.exists():

@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
-from pathlib import Path
 
 log = logging.getLogger("atacformer")
 
 
 def _check_out(path, overwrite: bool, inputs=()) -> None:
-    from atacformer.errors import OutputError
+    from atacformer.tokenizers._cells import check_output_file
 
-    p = Path(path)
-    if p.is_dir():
-        raise OutputError(f"{p} is a folder; name an output file inside it")
-    if not p.parent.exists():
-        raise OutputError(f"{p.parent}: the output folder does not exist")
-    for i in inputs:
-        if os.path.exists(i) and p.exists() and os.path.samefile(i, p):
-            raise OutputError(f"{p} is also an input; write to another file")
-    if p.exists() and not overwrite:
-        raise OutputError(f"{p} exists; pass --overwrite to replace it")
+    check_output_file(path, overwrite=overwrite, inputs=inputs, suffix="")
 
 
 def cmd_build(args) -> int:

@@ -8,6 +8,7 @@ many GPUs and nodes (DDP or FSDP2).
   sharding) and the data loader; :mod:`~atacformer.train.collate`: micro-batches;
 - :mod:`~atacformer.train.parallelize`: DDP / FSDP2, activation checkpointing, compile;
 - :mod:`~atacformer.train.trainer`: :func:`pretrain`, the loop;
+- :mod:`~atacformer.train.task`: :class:`Task`, models trained on non-cell examples through it;
 - :mod:`~atacformer.train.checkpoint`: resumable checkpoints and the exported model;
 - :mod:`~atacformer.train.experiment`: plans of switches run and tabulated side by side;
 
@@ -25,6 +26,7 @@ _EXPORTS = {
     "EpochPlan": "batching",
     "plan_epoch": "batching", "MODEL_PRESETS": "config", "RECIPES": "config", "TRAIN_PRESETS": "config",
     "TrainConfig": "config", "NonFiniteLossError": "trainer",
+    "Task": "task", "ArrayExamples": "task", "TASK_MODELS": "task",
     "load_plan": "experiment", "run_experiment": "experiment", "pretrain": "trainer",
 }
 

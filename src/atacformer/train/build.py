@@ -432,6 +432,8 @@ def describe(model) -> str:
         return (f"{type(model).__name__}: {n / 1e6:.2f}M parameters; ATAC d={a['hidden_size']}, "
                 f"{a['num_layers']} layers, context {a['max_length']}; RNA d={r['hidden_size']}, {r['num_layers']} "
                 f"layers, {c.max_genes} genes; shared space {c.projection_dim}")
+    if not all(hasattr(c, k) for k in ("hidden_size", "num_layers", "max_length")):  # a task's own model
+        return f"{type(model).__name__}: {n / 1e6:.2f}M parameters"
     return (f"{type(model).__name__}: {n / 1e6:.2f}M parameters, d={c.hidden_size}, "
             f"{c.num_layers} layers, context {c.max_length}")
 

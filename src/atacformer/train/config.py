@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from atacformer.train.task import TASK_MODELS
+
 MODELS = ("atacformer", "masked-bin")
 #: Pretraining objectives, then fine-tuning objectives (these start from ``init_from``).
 PRETRAINING_OBJECTIVES = ("rtd", "profile")
@@ -115,7 +117,7 @@ RESUMABLE_FIELDS = frozenset({"max_steps", "epochs", "min_steps", "time_budget",
                               "out", "grad_accum", "device", "compile", "activation_checkpointing", "parallel"})
 
 _CHOICES = {
-    "model": MODELS, "preset": PRESETS, "context": ("random", "first"), "order": ("genomic", "shuffled"),
+    "model": MODELS + TASK_MODELS, "preset": PRESETS, "context": ("random", "first"), "order": ("genomic", "shuffled"),
     "batching": ("bucket", "padded"), "precision": ("auto", "bf16", "fp32"), "parallel": ("ddp", "fsdp"),
     "group_by": ("chromosome", "class"),
 }
@@ -414,7 +416,7 @@ class TrainConfig:
         out = dataclasses.replace(self, **changes)
         if out.lora_rank and out.lora_alpha is None:
             out.lora_alpha = 2.0 * out.lora_rank
-        if out.max_length is None:
+        if out.max_length is None and out.model not in TASK_MODELS:
             out.max_length = int(out.base_config().max_length if out.init_from else out._preset_model()["max_length"])
         return out
 

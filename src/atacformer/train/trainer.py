@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ from atacformer.train.parallelize import (
     all_reduce_sum, barrier, clip_grad_norm, gather_objects, grad_sync, init_distributed, parallelize,
     shutdown,
 )
+from atacformer.train.task import TASK_MODELS
 from atacformer.train.tracking import METRICS_FILE, MetricsLogger, read_metrics
 
 logger = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ class NonFiniteLossError(AtacformerError):
     """A training step produced a NaN or infinite loss or gradient."""
 
 
-def pretrain(cfg: TrainConfig, data=None, rna=None) -> dict:
+def pretrain(cfg: TrainConfig, data=None, rna=None, task=None) -> dict:
     """Run (or resume) pretraining as configured; returns the run summary.
 
     Parameters
@@ -75,6 +77,10 @@ def pretrain(cfg: TrainConfig, data=None, rna=None) -> dict:
     rna
         A paired objective (``"craft"``, ``"multimodal"``): the RNA counts as an AnnData instead
         of ``cfg.rna``.
+    task
+        A :class:`~atacformer.train.task.Task`: a model trained on examples that are not
+        tokenized cells (TOSICA, GET, the DNA ranker; ``cfg.model`` names it). Its examples,
+        batcher and model builder stand in for the corpus; the loop is the same.
 
     Launch several processes with ``torchrun --nproc-per-node N -m atacformer pretrain ...``
     (or call this function in each): DDP by default, FSDP2 with ``parallel="fsdp"``.
@@ -86,7 +92,7 @@ def pretrain(cfg: TrainConfig, data=None, rna=None) -> dict:
     """
     info = init_distributed(cfg.device)
     try:
-        return _Run(cfg, info, data, rna).run()
+        return _Run(cfg, info, data, rna, task).run()
     finally:
         shutdown(info)
 
@@ -163,12 +169,36 @@ def settle_config(cfg: TrainConfig, out: Path) -> TrainConfig:
 
 
 class _Run:
-    def __init__(self, cfg: TrainConfig, info, data=None, rna=None):
+    def __init__(self, cfg: TrainConfig, info, data=None, rna=None, task=None):
         self.t_created = time.perf_counter()
         self.info = info
         self.out = Path(cfg.out)
+        self.task = task
+        if (task is None) != (cfg.model not in TASK_MODELS):
+            raise ValueError(f"model {cfg.model!r} " + ("trains on tokenized cells: pass data, not a task"
+                             if task is not None else "trains through its own command (a Task of examples)"))
         if info.is_main:
             check_output_folder(self.out, cfg.resume, cfg.overwrite)
+        if task is not None:
+            self._setup_task(cfg, task)
+        else:
+            self._setup_cells(cfg, data, rna)
+        self._setup_optimisation()
+
+    def _setup_task(self, cfg: TrainConfig, task) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.cfg = cfg = settle_config(cfg, self.out)
+        if not cfg.resume and ckpt.list_checkpoints(self.out):
+            raise ValueError(f"{self.out} holds checkpoints of an earlier run: pass --resume to continue "
+                             "it, or choose a new --out")
+        self.corpus = task.examples
+        self.mi = types.SimpleNamespace(labels=task.labels, cell_mask=None)
+        self.model_raw = task.build(cfg.seed)
+        self.batcher = task.batcher
+        self.lengths = np.asarray(task.examples.lengths(), np.int64)
+
+    def _setup_cells(self, cfg: TrainConfig, data, rna) -> None:
+        info = self.info
         if cfg.objective in FINETUNE_OBJECTIVES:  # bad labels are refused before anything is written
             check_label_column(cfg.data, data, cfg.batch_key if cfg.objective == "batch-adversarial"
                                else cfg.label_key)
@@ -192,15 +222,22 @@ class _Run:
             self.corpus = prepare_corpora(cfg.data, self.out, cfg.bins, cfg.universe, cfg.genome, build=False,
                                           cells=data, vocab=vocab)
         self.mi = model_inputs(cfg, self.corpus, self.rna)
-        model = build_model(cfg, self.mi, seed=cfg.seed)
-        if info.is_main:
-            logger.info("%s", describe(model))
+        model = self.model_raw = build_model(cfg, self.mi, seed=cfg.seed)
         probs = token_probabilities(self.mi) if cfg.model == "atacformer" and cfg.replacement == "frequency" \
             else None
         self.batcher = make_batcher(model, cfg.context, cfg.order, probs)
         self.lengths = self.batcher.effective_lengths(self.corpus.lengths())
         if self.mi.cell_mask is not None:  # cells a run must not train on (unpaired, held out)
             self.lengths = np.where(self.mi.cell_mask, self.lengths, 0)
+
+    def _fresh_model(self):
+        """An untrained model of the run's config (the exported folder's skeleton)."""
+        return self.task.build(None) if self.task is not None else build_model(self.cfg, self.mi)
+
+    def _setup_optimisation(self) -> None:
+        cfg, info, model = self.cfg, self.info, self.model_raw
+        if info.is_main:
+            logger.info("%s", describe(model))
         self.n_parts = info.world_size * cfg.grad_accum
         if cfg.batch_size < self.n_parts:
             raise ValueError(f"batch_size {cfg.batch_size} is smaller than world_size x grad_accum = "
@@ -402,7 +439,7 @@ class _Run:
             "model_dir": str(self.out / "model"), "cells": int(np.count_nonzero(self.lengths)),
         }
         if self.info.is_main:
-            fresh = build_model(self.cfg, self.mi)
+            fresh = self._fresh_model()
             ckpt.export_model(fresh, state, self.out / "model")
             save_json(self.out / "summary.json", summary)
             logger.info("exported %s; %d steps, final loss %s, %.0f tokens/s, padding %.1f%%, data wait %.1f%%",

@@ -223,3 +223,48 @@ def test_cli_end_to_end(tmp_path, fasta, motif_case):
     assert main(["region-features", str(bed), "--fasta", str(fasta), "--kmers", "4", "--motifs", "none",
                  "-o", str(out), "--overwrite"]) == 0
     assert ad.read_h5ad(out).n_vars == 136
+
+
+def test_motif_scan_equals_brute_force_on_edge_cases():
+    """Motifs of 3 to 21 columns (one, two and five 5-column blocks, the reverse strand's
+    blocks in another order), a sequence with N runs and lower-case-free letters coded 4,
+    regions shorter than a motif, touching, overlapping and 12 kb long: max score and hit
+    count equal the double sum of every window's columns in order (Bio.motifs' rule)."""
+    rng = np.random.default_rng(3)
+    n = 40_000
+    codes = rng.integers(0, 4, n).astype(np.uint8)
+    codes[5_000:5_040] = 4  # an N run inside a region
+    codes[rng.integers(0, n, 30)] = 4  # single Ns
+    pssms, ids = [], []
+    for j, L in enumerate([3, 5, 6, 9, 11, 15, 21]):
+        M = rng.normal(0, 1.5, (L, 4))
+        M[np.arange(L), rng.integers(0, 4, L)] += 2.5  # a consensus, so that hits exist
+        pssms.append(M)
+        ids.append(f"m{j}")
+    lens = np.array([len(M) for M in pssms])
+    thr = np.array([0.55 * M.max(axis=1).sum() for M in pssms])
+    ms = dna.MotifSet(ids, ids, pssms, 1e-4, thr)
+    starts = np.array([0, 4_990, 5_000, 5_002, 9_000, 9_004, 12_000, 24_000, 39_990, 20_000])
+    ends = np.array([4_990, 5_100, 5_010, 5_004, 9_010, 9_020, 24_000, 24_500, 40_000, 20_000])
+    mx, cnt = dna.scan_motifs(codes, starts, ends, ms)
+    for r, (s, e) in enumerate(zip(starts, ends)):
+        for m, M in enumerate(pssms):
+            L = len(M)
+            rc = M[::-1, ::-1]
+            if e - s < L:
+                scores = []
+            else:  # every window at once, its columns added in order (the same additions)
+                W = np.lib.stride_tricks.sliding_window_view(codes[s:e], L)
+                W = W[(W <= 3).all(axis=1)]
+                scores = []
+                for mat in (M, rc):
+                    sc = np.zeros(len(W))
+                    for j in range(L):
+                        sc = sc + mat[j, W[:, j]]
+                    scores += list(sc.astype(np.float32))
+            if not scores:
+                assert np.isnan(mx[r, m]) and cnt[r, m] == 0, (r, m)
+                continue
+            assert mx[r, m] == max(scores), (r, m)
+            assert cnt[r, m] == sum(x >= thr[m] for x in scores), (r, m)
+    assert cnt.sum() > 100 and np.isnan(mx).any()

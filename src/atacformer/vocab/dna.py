@@ -382,35 +382,68 @@ def load_jaspar(release: str = "JASPAR2024", collection: str = "CORE", tax_group
     return sorted(motifs, key=lambda m: m.matrix_id)
 
 
-def _motif_tables(pssms):
-    """Chunked K-mer score tables of the forward and reverse-complement matrices of each motif."""
+#: bases of the regions every motif scans before the next (their 5-mer index stays in cache
+#: while each motif's tables are read once per group)
+GROUP_BASES = 50_000
+
+
+def _motif_arrays(pssms):
+    """What the scanning kernel reads: every motif's forward and reverse-complement rows
+    stacked (float64), and each matrix cut into blocks of up to 5 columns with a float32
+    table of every block's scores, most informative block first (see
+    :func:`atacformer.vocab._dna_kernels.scan_motifs`)."""
     from atacformer.vocab._dna_kernels import CHUNK as K
 
-    tables, tab_off, chunk0, nchunk, rest = [], [], [], [], []
-    off = 0
+    rows, off, lens = [], [], []
+    tabs, g_col, g_shift, g_tab, g_rest, q_first, q_n = [], [], [], [], [], [], []
+    orders, ranked, g_order = [], [], []
+    n = n_tab = n_order = 0
     for M in pssms:
+        L = len(M)
+        off.append(n)
+        lens.append(L)
+        n += 2 * L
         for mat in (M, M[::-1, ::-1]):  # reverse complement: reversed rows, A<->T, C<->G
-            L = len(mat)
-            chunk0.append(len(tab_off))
-            nchunk.append(-(-L // K))
-            rest.append(0.0)
+            rows.append(mat)
+            blocks = []
             for c0 in range(0, L, K):
                 sub = mat[c0:c0 + K]
                 w = len(sub)
                 codes = np.arange(4 ** w)
                 t = np.zeros(4 ** w)
-                for j in range(w):  # summed in window order, as Bio.motifs' C loop
+                for j in range(w):
                     t = t + sub[j][(codes >> (2 * (w - 1 - j))) & 3]
-                tables.append(t)
-                if c0 > 0:
-                    rest[-1] += float(t.max())
-                tab_off.append(off)
-                off += len(t)
-    return (np.concatenate(tables) if tables else np.zeros(0), np.array(tab_off, dtype=np.int64),
-            np.array(chunk0, dtype=np.int64), np.array(nchunk, dtype=np.int64), np.array(rest) + 1e-6)
+                blocks.append((float(t.max() - t.min()), c0, 2 * (K - w), t))
+            blocks.sort(key=lambda x: -x[0])  # the block that drops most windows first
+            if len(blocks) == 1:  # the first test reads two blocks: a second one that adds 0
+                blocks.append((0.0, 0, 0, np.zeros(4 ** K)))
+            q_first.append(len(g_col))
+            q_n.append(len(blocks))
+            best = [float(t.max()) for *_, t in blocks]
+            for i, (_, c0, sh, t) in enumerate(blocks):
+                g_col.append(c0)
+                g_shift.append(sh)
+                g_tab.append(n_tab)
+                g_rest.append(sum(best[i + 1:]))
+                t32 = t.astype(np.float32)
+                tabs.append(t32)
+                n_tab += len(t)
+                g_order.append(n_order)
+                if i == 0:  # the first block's codes from the highest score down, with their scores
+                    o = np.argsort(-t32, kind="stable")
+                    orders.append(o.astype(np.uint16))
+                    ranked.append(t32[o])
+                    n_order += len(t)
+    i64 = lambda x: np.array(x, dtype=np.int64)  # noqa: E731
+    mats = np.ascontiguousarray(np.concatenate(rows)) if rows else np.zeros((0, 4))
+    tab = np.concatenate(tabs) if tabs else np.zeros(0, dtype=np.float32)
+    order = np.concatenate(orders) if orders else np.zeros(0, dtype=np.uint16)
+    ranked = np.concatenate(ranked) if ranked else np.zeros(0, dtype=np.float32)
+    return (mats, i64(off), i64(lens), tab, order, ranked, i64(g_col), i64(g_shift), i64(g_tab), np.array(g_rest),
+            i64(g_order), i64(q_first), i64(q_n))
 
 
-def scan_motifs(codes: np.ndarray, starts, ends, motifs: MotifSet, tables=None) -> tuple[np.ndarray, np.ndarray]:
+def scan_motifs(codes: np.ndarray, starts, ends, motifs: MotifSet, packed=None) -> tuple[np.ndarray, np.ndarray]:
     """Max log-odds score (float32, NaN without a full ACGT window) and the number of windows
     scoring at least the motif's threshold, both strands, of every region ``codes[s:e]`` and
     motif: two ``(n_regions, n_motifs)`` arrays.
@@ -429,10 +462,14 @@ def scan_motifs(codes: np.ndarray, starts, ends, motifs: MotifSet, tables=None) 
     out_cnt = np.zeros((len(starts), n_m), dtype=np.int32)
     if n_m == 0 or len(starts) == 0:
         return out_max, out_cnt
-    tab, tab_off, chunk0, nchunk, rest = tables if tables is not None else _motif_tables(motifs.pssms)
-    lengths = np.array([len(p) for p in motifs.pssms], dtype=np.int64)
-    K.scan_motifs(K.chunk_codes(codes, K.CHUNK), K.bad_prefix(codes), starts, ends, tab, tab_off, chunk0,
-                  nchunk, lengths, rest, motifs.thresholds.astype(np.float64), out_max, out_cnt)
+    packed = packed if packed is not None else _motif_arrays(motifs.pssms)
+    mats, off, lens, *blocks = packed
+    # groups of consecutive regions of about GROUP_BASES bases (at least one region each)
+    size = np.cumsum(np.maximum(ends - starts, 0))
+    cuts = np.searchsorted(size, np.arange(1, int(size[-1] // GROUP_BASES) + 1) * GROUP_BASES, side="right")
+    groups = np.unique(np.concatenate([[0], cuts, [len(starts)]])).astype(np.int64)
+    K.scan_motifs(codes, K.chunk_codes(codes, K.CHUNK), starts, ends, groups, mats, off, lens, *blocks,
+                  motifs.thresholds.astype(np.float64), out_max, out_cnt)
     return out_max, out_cnt
 
 
@@ -577,7 +614,7 @@ def region_features(regions, fasta, *, kmers=(4, 5, 6), motifs="JASPAR2024", pva
         encoder = HFEncoder(encoder)
     if encoder is not None and not isinstance(encoder, DNAEncoder):
         raise TypeError("encoder must have an encode(sequences) method")
-    tables = _motif_tables(ms.pssms) if ms is not None and len(ms) else None
+    packed = _motif_arrays(ms.pssms) if ms is not None and len(ms) else None
     kcols = {k: canonical_kmers(k)[1] for k in kmers}
     blocks = {k: np.zeros((n, len(kcols[k])), dtype=np.float32) for k in kmers}
     if ms is not None:
@@ -591,7 +628,7 @@ def region_features(regions, fasta, *, kmers=(4, 5, 6), motifs="JASPAR2024", pva
             for k in kmers:
                 blocks[k][rows] = kmer_frequencies(codes, s, e, k)
             if ms is not None and len(ms):
-                a, b = scan_motifs(codes, s, e, ms, tables=tables)
+                a, b = scan_motifs(codes, s, e, ms, packed=packed)
                 mmax[rows] = a
                 mcnt[rows] = b
             if encoder is not None:

@@ -335,3 +335,22 @@ def test_real_bm0828_lsi_clustering(data_dir, tmp_path):
         np.asarray(a.obsm["X_lsi"], dtype=np.float64))
     assert r.metrics["kmeans_ari"] == pytest.approx(skm.adjusted_rand_score(a.obs["cell_type"].astype(str), km))
     assert r.metrics["leiden_ari"] > 0.2 and r.metrics["transfer_acc"] > 0.5
+
+
+def test_finetune_annotation_rows_score_through_the_suite(tmp_path):
+    """The fine-tuning benchmark's kNN annotation row: the suite's report, and the same
+    accuracy / macro-F1 as tl.annotate's own scoring against the truth."""
+    from atacformer import tools as tl
+    from atacformer.evaluation.finetune import FinetuneBenchmarkConfig, _annotate_row
+
+    x, labels = _blobs(n=60, n_types=3, spread=2.5, seed=5)
+    a = AnnData(obs=pd.DataFrame({"cell_type": labels}, index=[f"c{i}" for i in range(60)]))
+    a.obsm["X_e"] = x
+    ref, query = a[::2].copy(), a[1::2].copy()
+    row = _annotate_row(ref, query, "X_e", None, FinetuneBenchmarkConfig(), 0, method="LSI + kNN", dataset="toy",
+                        reports_dir=tmp_path)
+    own = tl.annotate(query.copy(), reference=ref.copy(), labels_key="cell_type", use_rep="X_e", k=15,
+                      min_confidence=0.0, truth_key="cell_type")
+    assert row == {"macro_f1": pytest.approx(own["macro_f1"]), "accuracy": pytest.approx(own["accuracy"])}
+    report = read_report(tmp_path / "annotation" / "toy" / "LSI_+_kNN.json")
+    assert report.metrics["macro_f1"] == pytest.approx(own["macro_f1"]) and report.metrics["fraction_rejected"] == 0

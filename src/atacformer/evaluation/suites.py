@@ -282,7 +282,7 @@ def expression(real, pred, layer: str | None = None, group_key: str | None = Non
     >>> real = np.array([[1.0, 2, 3], [2, 1, 5], [0, 3, 1]])
     >>> s = expression(real, 2 * real)
     >>> s["pearson_gene"], s["spearman_cell"], s["mse"]
-    (1.0, 1.0, 5.0)
+    (1.0, 1.0, 6.0)
     """
     from atacformer.metrics import pearson_per_cell, pearson_per_gene, pearson_summary
     from atacformer.metrics._crossmodal import _same_shape

@@ -219,7 +219,7 @@ def test_bad_inputs_are_refused_and_nothing_written(tmp_path):
         evaluate("m", "expression", out_dir=tmp_path, real=real, pred=pred, group_key="nope", control="ctrl")
     with pytest.raises(ValueError, match="control 'x'"):
         evaluate("m", "expression", out_dir=tmp_path, real=real, pred=pred, group_key="group", control="x")
-    a = AnnData(obs=pd.DataFrame({"cell_type": ["a", "b"] * 10}))
+    a = AnnData(obs=pd.DataFrame({"cell_type": ["a", "b"] * 10}, index=[f"c{i}" for i in range(20)]))
     a.obsm["X_e"] = np.zeros((20, 2))
     with pytest.raises(KeyError, match="obsm has no 'X_missing'"):
         evaluate("m", "clustering", out_dir=tmp_path, adata=a, rep="X_missing")

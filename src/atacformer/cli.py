@@ -266,6 +266,7 @@ def _model_input_args(p) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from atacformer import __version__
     from atacformer.evaluation.cli import add_benchmark_commands
+    from atacformer.evaluation.suites_cli import add_evaluate_commands
     from atacformer.train.cli import add_train_commands
     from atacformer.vocab.universe.cli import add_universe_commands
 
@@ -387,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
     add_train_commands(sub)
     add_benchmark_commands(sub)
+    add_evaluate_commands(sub)
     add_universe_commands(sub)
     return p
 

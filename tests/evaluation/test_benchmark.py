@@ -55,6 +55,13 @@ def test_benchmark_small(data_dir, tmp_path, monkeypatch):
     for f in ("benchmark.csv", "benchmark.md", "umap_Schep600.png", "umap_chromVAR50.png"):
         assert (tmp_path / f).stat().st_size > 0
     assert "leiden_ari_gain" in (tmp_path / "benchmark.md").read_text()
+    # one clustering report per method, set and dropout, with the table's numbers
+    from atacformer.evaluation.suites import collect_reports
+
+    reports = collect_reports(tmp_path / "reports", "clustering")
+    assert len(reports) == len(table)
+    lsi_report = reports[(reports.dataset == "Schep600") & (reports.model == "LSI")].iloc[0]
+    assert lsi_report.leiden_ari == lsi.leiden_ari and lsi_report.transfer_acc == lsi.transfer_acc
 
 
 def test_benchmark_cli(data_dir, tmp_path, capsys):

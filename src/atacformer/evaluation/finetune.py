@@ -76,18 +76,22 @@ def _query_clusters(query: AnnData, rep: str, seed: int) -> dict:
     return {"query_leiden_ari": float(s["ari"]), "query_leiden_nmi": float(s["nmi"])}
 
 
-def _annotate_row(ref: AnnData, query: AnnData, rep: str, model, cfg, seed) -> dict:
+def _annotate_row(ref: AnnData, query: AnnData, rep: str, model, cfg, seed, *, method: str, dataset: str,
+                  reports_dir: Path) -> dict:
     """kNN from the reference half (``model=None``: ``obsm[rep]`` already in both), or the
-    model's head (``ref=None``); macro-F1 / accuracy on the query half."""
+    model's head (``ref=None``); the query half's labels scored by the ``annotation`` suite
+    (:mod:`atacformer.evaluation.suites`), whose report is written to ``reports_dir``."""
     from atacformer import tools as tl
+    from atacformer.evaluation.suites import evaluate
 
     q = query.copy()
     if ref is None:
-        scores = tl.annotate(q, model, min_confidence=0.0, truth_key=LABEL_KEY)
+        tl.annotate(q, model, min_confidence=0.0)
     else:
-        scores = tl.annotate(q, model, reference=ref.copy(), labels_key=LABEL_KEY, use_rep=rep, k=cfg.k,
-                             min_confidence=0.0, truth_key=LABEL_KEY)
-    return {"macro_f1": float(scores["macro_f1"]), "accuracy": float(scores["accuracy"])}
+        tl.annotate(q, model, reference=ref.copy(), labels_key=LABEL_KEY, use_rep=rep, k=cfg.k, min_confidence=0.0)
+    report = evaluate(method, "annotation", dataset=dataset, out_dir=reports_dir,
+                      truth=q.obs[LABEL_KEY].to_numpy(), predicted=q.obs["predicted_label"].to_numpy())
+    return {"macro_f1": report.metrics["macro_f1"], "accuracy": report.metrics["accuracy"]}
 
 
 def annotation_rows(name: str, tok: AnnData, out: Path, cfg: FinetuneBenchmarkConfig, say=logger.info) -> list[dict]:
@@ -104,7 +108,9 @@ def annotation_rows(name: str, tok: AnnData, out: Path, cfg: FinetuneBenchmarkCo
         if model is not None:
             tl.embed(query, model, key_added=rep)
             tl.embed(ref, model, key_added=rep)
-        row = {"dataset": name, "method": method, **_annotate_row(None if head else ref, query, rep, model, cfg, seed),
+        row = {"dataset": name, "method": method,
+               **_annotate_row(None if head else ref, query, rep, model, cfg, seed, method=method, dataset=name,
+                               reports_dir=out / "reports"),
                **_query_clusters(query, rep, seed), "seconds": secs}
         rows.append(row)
         say(f"  {name} {method}: macro-F1 {row['macro_f1']:.3f}, query Leiden ARI {row['query_leiden_ari']:.3f}")
@@ -169,12 +175,14 @@ def integration_rows(name: str, tok: AnnData, out: Path, cfg: FinetuneBenchmarkC
     """The integration rows of one batch task (see the module notes)."""
     from atacformer import tools as tl
     from atacformer.evaluation.harness import harmony, peakvi_latent
-    from atacformer.metrics import integration_scores
+    from atacformer.evaluation.suites import evaluate
 
     seed, rows = cfg.seed, []
 
     def add(method, rep, secs):
-        row = {"task": name, "method": method, **integration_scores(tok, rep, "batch", LABEL_KEY, seed=seed),
+        scores = evaluate(method, "integration", dataset=name, out_dir=out / "reports", adata=tok, rep=rep,
+                          batch_key="batch", labels_key=LABEL_KEY, seed=seed).metrics
+        row = {"task": name, "method": method, **{k: v for k, v in scores.items() if k != "n_cells"},
                "seconds": secs}
         rows.append(row)
         say(f"  {name} {method}: iLISI {row['ilisi']:.3f}, kBET {row['kbet']:.3f}, ARI {row['ari']:.3f}")
@@ -208,7 +216,7 @@ def integration_rows(name: str, tok: AnnData, out: Path, cfg: FinetuneBenchmarkC
 def run_finetune_benchmark(data_dir, out_dir, cfg: FinetuneBenchmarkConfig | None = None,
                            say=logger.info) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run both parts; write ``annotation.csv/.md`` and ``integration.csv/.md`` in ``out_dir``
-    and return the two tables."""
+    (and one suite report per method under ``reports/``) and return the two tables."""
     cfg = cfg or FinetuneBenchmarkConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -186,11 +186,17 @@ def harmony(adata: AnnData, rep: str, batch_key: str, key_added: str | None = No
     adata.obsm[key_added or f"{rep}_harmony"] = z.astype(np.float32)
 
 
-def score_embedding(adata: AnnData, rep: str, seed: int = 0) -> dict:
-    """:func:`atacformer.metrics.evaluate_embedding` against ``obs["cell_type"]``."""
-    from atacformer.metrics import evaluate_embedding
+def score_embedding(adata: AnnData, rep: str, seed: int = 0, *, model: str | None = None, dataset: str = "",
+                    reports_dir=None) -> dict:
+    """The ``clustering`` suite (:func:`atacformer.evaluation.suites.clustering`: the one
+    protocol, :func:`atacformer.metrics.evaluate_embedding`) against ``obs["cell_type"]``;
+    with ``reports_dir`` and ``model``, its report is written there too."""
+    from atacformer.evaluation.suites import clustering, evaluate
 
-    return evaluate_embedding(adata, rep, LABEL_KEY, seed)
+    if reports_dir is None or model is None:
+        return clustering(adata, rep, LABEL_KEY, seed)
+    return evaluate(model, "clustering", dataset=dataset, out_dir=reports_dir, adata=adata, rep=rep,
+                    labels_key=LABEL_KEY, seed=seed).metrics
 
 
 def drop_nonzeros(X, fraction: float, seed: int = 0) -> sp.csr_matrix:
@@ -309,7 +315,8 @@ def _continued(rname, cells, run: Path, cfg: BenchmarkConfig, say) -> dict:
 
 
 def run_benchmark(data_dir, out_dir, cfg: BenchmarkConfig | None = None, say=logger.info) -> pd.DataFrame:
-    """Run the benchmark and write ``benchmark.csv``, ``benchmark.md`` and UMAP grids.
+    """Run the benchmark and write ``benchmark.csv``, ``benchmark.md``, UMAP grids and one
+    ``clustering`` report per method and set under ``reports/`` (:mod:`atacformer.evaluation.suites`).
 
     Parameters
     ----------
@@ -348,13 +355,14 @@ def run_benchmark(data_dir, out_dir, cfg: BenchmarkConfig | None = None, say=log
     rows = []
     for name, (tok, _) in tokenized.items():
         for method, (rep, secs) in reps[name].items():
-            row = {"dataset": name, "method": method, "dropout": 0.0, **score_embedding(tok, rep, cfg.seed),
+            row = {"dataset": name, "method": method, "dropout": 0.0,
+                   **score_embedding(tok, rep, cfg.seed, model=method, dataset=name, reports_dir=out / "reports"),
                    "seconds": secs}
             rows.append(row)
             say(f"  {name} {method}: Leiden ARI {row['leiden_ari']:.3f}, k-means ARI {row['kmeans_ari']:.3f}, "
                 f"transfer {row['transfer_acc']:.3f} ({secs:.1f}s)")
         for frac in cfg.dropout:
-            rows += _dropout_rows(name, tok, frac, reps[name], models[name], cfg, say)
+            rows += _dropout_rows(name, tok, frac, reps[name], models[name], cfg, say, out)
         if cfg.umap:
             _umap_grid(tok, reps[name], out / f"umap_{name}.png", cfg.seed)
     table = add_gains(pd.DataFrame(rows))
@@ -368,7 +376,7 @@ def run_benchmark(data_dir, out_dir, cfg: BenchmarkConfig | None = None, say=log
 DROPOUT_REFITS = ("lsi", "snapatac2")
 
 
-def _dropout_rows(name, tok, frac, reps, models, cfg, say) -> list[dict]:
+def _dropout_rows(name, tok, frac, reps, models, cfg, say, out: Path) -> list[dict]:
     """LSI and SnapATAC2 refit on ``tok`` with ``frac`` of its non-zeros dropped, and the
     atacformer models (already trained) embedding the thinned cells."""
     from atacformer import tools as tl
@@ -384,7 +392,9 @@ def _dropout_rows(name, tok, frac, reps, models, cfg, say) -> list[dict]:
         thin_reps[method] = (reps[method][0], time.perf_counter() - t0)
     rows = []
     for method, (rep, secs) in thin_reps.items():
-        row = {"dataset": name, "method": method, "dropout": frac, **score_embedding(thin, rep, cfg.seed),
+        row = {"dataset": name, "method": method, "dropout": frac,
+               **score_embedding(thin, rep, cfg.seed, model=method, dataset=f"{name} dropout {frac:g}",
+                                 reports_dir=out / "reports"),
                "seconds": secs}
         rows.append(row)
         say(f"  {name} {method} ({frac:.0%} dropped): Leiden ARI {row['leiden_ari']:.3f}")

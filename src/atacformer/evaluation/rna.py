@@ -374,19 +374,18 @@ def craft_imputation(impute, model_path, atac: AnnData, genes) -> tuple[np.ndarr
 
 
 def _retrieval_row(q, t, metric: str) -> dict:
-    from atacformer.metrics import foscttm, retrieval_recall
+    """The ``retrieval`` suite (:mod:`atacformer.evaluation.suites`) with ``metric``."""
+    from atacformer.evaluation.suites import retrieval
 
-    return {"metric": metric, "foscttm": foscttm(q, t, metric),
-            **retrieval_recall(q, t, ks=(1, 5, 10), metric=metric), "n_cells": q.shape[0]}
+    return {"metric": metric, **retrieval(q, t, metric)}
 
 
 def _imputation_row(truth: np.ndarray, pred: np.ndarray) -> dict:
-    from atacformer.metrics import pearson_per_cell, pearson_per_gene, pearson_summary
+    """The ``expression`` suite's per-gene / per-cell Pearson (and how many were undefined)."""
+    from atacformer.evaluation.suites import expression
 
-    g = pearson_summary(pearson_per_gene(truth, pred))
-    c = pearson_summary(pearson_per_cell(truth, pred))
-    return {"pearson_gene": g["mean"], "pearson_cell": c["mean"], "n_cells": truth.shape[0],
-            "n_genes": truth.shape[1], "n_nan_genes": g["n_nan"], "n_nan_cells": c["n_nan"]}
+    s = expression(truth, pred)
+    return {k: s[k] for k in ("pearson_gene", "pearson_cell", "n_cells", "n_genes", "n_nan_genes", "n_nan_cells")}
 
 
 def _activity_and_genes(pair: RnaPair, heldout: np.ndarray, say) -> tuple[AnnData | Unavailable, list[str]]:

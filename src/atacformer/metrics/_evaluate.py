@@ -9,7 +9,9 @@ tables have the same columns and mean the same thing:
 - k-means with k = the number of labels (``kmeans_*``);
 - each scored by ARI, AMI, NMI and homogeneity against the labels;
 - kNN label transfer (k = 15) from a stratified half of the cells (fixed by ``seed``) to the
-  other half: accuracy and macro-F1 (``transfer_acc``, ``transfer_f1``).
+  other half: accuracy and macro-F1 (``transfer_acc``, ``transfer_f1``), scored by
+  :func:`atacformer.tools.annotation_scores` like every annotation in the package (macro-F1
+  over the query's true types: a type only predicted lowers the precision of none).
 
 Cells whose label is missing (NaN / None / ``"nan"``) or whose embedding is not finite are left out.
 """
@@ -106,8 +108,6 @@ def evaluate_embedding(adata: AnnData, rep: str, labels_key: str = "cell_type", 
     >>> scores["leiden_ari"]  # doctest: +SKIP
     0.41
     """
-    from sklearn.metrics import f1_score
-
     from atacformer import tools as tl
     from atacformer.metrics._clustering import clustering_scores
 
@@ -126,6 +126,6 @@ def evaluate_embedding(adata: AnnData, rep: str, labels_key: str = "cell_type", 
     tl.transfer_labels(ref, query, rep, labels_key, k=min(15, ref.n_obs))
     pred = query.obs[f"{labels_key}_transferred"].astype(str).to_numpy()
     truth = query.obs[labels_key].astype(str).to_numpy()
-    row["transfer_acc"] = float((pred == truth).mean())
-    row["transfer_f1"] = float(f1_score(truth, pred, average="macro", zero_division=0))
+    s = tl.annotation_scores(truth, pred)
+    row["transfer_acc"], row["transfer_f1"] = float(s["accuracy"]), float(s["macro_f1"])
     return row

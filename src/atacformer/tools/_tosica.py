@@ -222,7 +222,12 @@ def _load(model):
     from atacformer.models import load_model
     from atacformer.models.tosica import TosicaModel
 
-    m = model if hasattr(model, "config") else load_model(model)
+    if not hasattr(model, "config"):
+        d = Path(os.fspath(model))
+        if d.is_dir() and not (d / "config.json").exists() and (d / "model" / "config.json").exists():
+            d = d / "model"  # a training run's folder
+        model = load_model(d) if d.exists() else load_model(model)
+    m = model
     if not isinstance(m, TosicaModel):
         raise ValueError(f"{model}: a {type(m).__name__} ({m.config.model_type!r}), not a TOSICA model")
     return m

@@ -15,7 +15,9 @@ against the fraction of known-type held-out cells called "Unknown".
 Usage::
 
     python benchmarks/bench_tosica.py [--out benchmarks/out/tosica] [--datasets bmmc,scicar]
-        [--gmt reactome_TOSICA.gmt] [--epochs 20] [--max-cells 1000] [--threads 1]
+        [--gmt reactome_TOSICA.gmt] [--epochs 20] [--max-cells 600] [--threads 1]
+
+The tables land in ``OUT/tosica_<datasets>.md`` (and ``accuracy_*.csv``, ``rejection_*.csv``).
 """
 
 from __future__ import annotations
@@ -130,7 +132,7 @@ def main(argv=None) -> int:
     p.add_argument("--datasets", default="bmmc,scicar")
     p.add_argument("--gmt", default="reactome_TOSICA.gmt", help="file in gene_sets_gmt_human/")
     p.add_argument("--epochs", type=float, default=20.0)
-    p.add_argument("--max-cells", type=int, default=1000, help="subsample larger data sets to this many cells")
+    p.add_argument("--max-cells", type=int, default=600, help="subsample larger data sets to this many cells")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -154,14 +156,15 @@ def main(argv=None) -> int:
             rows += r
             rej += j
     acc, rj = pd.DataFrame(rows), pd.DataFrame(rej)
-    acc.to_csv(out / "accuracy.csv", index=False)
-    rj.to_csv(out / "rejection.csv", index=False)
+    tag = args.datasets.replace(",", "_")
+    acc.to_csv(out / f"accuracy_{tag}.csv", index=False)
+    rj.to_csv(out / f"rejection_{tag}.csv", index=False)
     text = ("## Held-out cells (no threshold)\n\n" + acc.to_markdown(index=False, floatfmt=".3f")
             + "\n\n## Rejection of a type missing from the reference\n\n" + rj.to_markdown(index=False, floatfmt=".3f")
             + f"\n\n{time.perf_counter() - t0:.0f}s in all; epochs {args.epochs}, seed {args.seed}, "
             f"threads {args.threads}, GMT {args.gmt}\n")
-    (out / "tosica.md").write_text(text)
-    print(f"\n{text}\nwrote {out / 'tosica.md'}")
+    (out / f"tosica_{tag}.md").write_text(text)
+    print(f"\n{text}\nwrote {out / f'tosica_{tag}.md'}")
     return 0
 
 

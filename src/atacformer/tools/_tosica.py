@@ -31,8 +31,10 @@ logger = logging.getLogger(__name__)
 UNKNOWN = "Unknown"
 ATTENTION_KEY = "X_tosica_attention"
 _COUNTS_MAX = float(np.log1p(1e6))
-#: Training defaults (over the ``cpu`` preset): the paper converges within 20 epochs.
-TOSICA_TRAIN = dict(batch_size=32, lr=1e-3, epochs=20.0, min_steps=0, warmup_steps=20)
+#: Training defaults (over the ``cpu`` preset): the paper converges within 20 epochs; on a
+#: validation split of the NeurIPS BMMC reference cells (never the benchmark's held-out ones)
+#: lr 3e-3 gave macro-F1 0.287 against 0.226 for 1e-3.
+TOSICA_TRAIN = dict(batch_size=32, lr=3e-3, epochs=20.0, min_steps=0, warmup_steps=20)
 
 
 def _read(adata) -> AnnData:

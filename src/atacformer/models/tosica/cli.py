@@ -67,7 +67,7 @@ def add_tosica_commands(sub) -> None:
                     "for Unknown calls (default 0.5)")
     tr.add_argument("--max-steps", type=int, help="optimizer steps (default: from --epochs)")
     tr.add_argument("--epochs", type=float, help="passes over the cells (default 20)")
-    tr.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
+    tr.add_argument("--lr", type=float, help="peak learning rate (default 3e-3)")
     tr.add_argument("--batch-size", type=int, help="cells per step (default 32)")
     tr.add_argument("--time-budget", type=float, help="stop after this many minutes")
     tr.add_argument("--seed", type=int)

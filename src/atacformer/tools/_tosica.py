@@ -173,7 +173,8 @@ def tosica_train(adata, gmt, labels_key: str, out, *, gene_key: str | None = Non
 
     where = _where(adata)
     out = Path(os.fspath(out))
-    check_output_folder(out, bool(train_kwargs.get("resume")), overwrite)  # before any work
+    if not overwrite:  # refused before any work; an overwrite removes the old run only once inputs passed
+        check_output_folder(out, bool(train_kwargs.get("resume")), False)
     adata = _read(adata)
     labels = _labels(adata, labels_key, where)
     sets = read_gmt(gmt)

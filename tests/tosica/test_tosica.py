@@ -263,6 +263,9 @@ def test_bad_inputs_leave_nothing_written(tmp_path, capsys):
     assert main(["tosica", "predict", str(path), str(qp), "-o", str(tmp_path / "o.h5ad"), "-q"]) == 2
     assert "0 of the model's" in capsys.readouterr().err
     assert not (tmp_path / "o.h5ad").exists()
+    # --overwrite with bad gene sets keeps the earlier run
+    assert main(["tosica", "train", str(ref), "--gmt", str(gmt), "-o", str(tmp_path / "r3"), "--overwrite", "-q"]) == 2
+    assert (path / "config.json").is_file()
 
 
 @needs_data

@@ -23,6 +23,7 @@ The tables land in ``OUT/tosica_<datasets>.md`` (and ``accuracy_*.csv``, ``rejec
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import tempfile
@@ -79,7 +80,8 @@ def run_dataset(name, data: Path, gmt: Path, args, work: Path, say) -> tuple[lis
     def tosica(train_idx, tag):
         t = time.perf_counter()
         model = tl.tosica_train(a[train_idx].copy(), gmt, key, work / f"{name}_{tag}", normalize=False,
-                                epochs=args.epochs, seed=args.seed, progress=False, tensorboard=False)
+                                epochs=args.epochs, time_budget=args.minutes, seed=args.seed, progress=False,
+                                tensorboard=False)
         q = a[te].copy()
         tl.tosica_predict(q, model, threshold=0.0, normalize=False)
         return q, time.perf_counter() - t, model
@@ -88,14 +90,15 @@ def run_dataset(name, data: Path, gmt: Path, args, work: Path, say) -> tuple[lis
     from atacformer.models import load_model
 
     n_tokens = load_model(model).config.n_pathways
-    rows.append({**base, "method": "TOSICA", "tokens": n_tokens, **_scores(y[te], q.obs["predicted_label"].astype(str)),
-                 "seconds": secs})
+    steps = json.loads((Path(model).parent / "summary.json").read_text())["steps"]
+    rows.append({**base, "method": "TOSICA", "tokens": n_tokens, "steps": steps,
+                 **_scores(y[te], q.obs["predicted_label"].astype(str)), "seconds": secs})
     say(f"{name}: TOSICA {rows[-1]['macro_f1']:.3f} macro-F1 ({secs:.0f}s, {n_tokens} tokens)")
     for label, clf in [("logistic regression", LogisticRegression(max_iter=3000)),
                        ("kNN (k=15)", KNeighborsClassifier(n_neighbors=15))]:
         t = time.perf_counter()
         clf.fit(X[tr], y[tr])
-        rows.append({**base, "method": label, "tokens": None, **_scores(y[te], clf.predict(X[te])),
+        rows.append({**base, "method": label, "tokens": None, "steps": None, **_scores(y[te], clf.predict(X[te])),
                      "seconds": time.perf_counter() - t})
         say(f"{name}: {label} {rows[-1]['macro_f1']:.3f} macro-F1")
 
@@ -106,7 +109,8 @@ def run_dataset(name, data: Path, gmt: Path, args, work: Path, say) -> tuple[lis
     a_all = a
     q_idx = np.concatenate([known, novel])
     model = tl.tosica_train(a_all[ref].copy(), gmt, key, work / f"{name}_without", normalize=False,
-                            epochs=args.epochs, seed=args.seed, progress=False, tensorboard=False)
+                            epochs=args.epochs, time_budget=args.minutes, seed=args.seed, progress=False,
+                            tensorboard=False)
     q = a_all[q_idx].copy()
     tl.tosica_predict(q, model, threshold=0.0, normalize=False)
     conf_t = q.obs["prediction_confidence"].to_numpy()
@@ -132,6 +136,8 @@ def main(argv=None) -> int:
     p.add_argument("--datasets", default="bmmc,scicar")
     p.add_argument("--gmt", default="reactome_TOSICA.gmt", help="file in gene_sets_gmt_human/")
     p.add_argument("--epochs", type=float, default=20.0)
+    p.add_argument("--minutes", type=float, default=12.0, help="time budget of each TOSICA training (the cpu "
+                   "preset's 12 minutes); a loaded machine may stop before --epochs")
     p.add_argument("--max-cells", type=int, default=600, help="subsample larger data sets to this many cells")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)

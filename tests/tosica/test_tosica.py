@@ -280,3 +280,28 @@ def test_partly_missing_genes_are_zero_filled_with_a_warning(trained, caplog):
         X = model_expression(q, genes)
     assert "lacks 100 of the model's 600 genes" in caplog.text
     assert X[:, :100].nnz == 0 and X.shape == (adata.n_obs, 600)
+
+
+def test_cls_attention_equals_torch_multihead_attention():
+    """The block's attention (and the ``<cls>`` row the model reports) against
+    ``torch.nn.MultiheadAttention`` loaded with the same projection weights."""
+    model = _tiny_model(seed=1).eval()
+    block = model.blocks[-1]
+    d = model.config.embed_dim
+    mha = torch.nn.MultiheadAttention(d, model.config.num_heads, batch_first=True)
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(block.qkv.weight)
+        mha.in_proj_bias.copy_(block.qkv.bias)
+        mha.out_proj.weight.copy_(block.proj.weight)
+        mha.out_proj.bias.copy_(block.proj.bias)
+    x = torch.rand(5, 7)
+    with torch.no_grad():
+        h = torch.cat([model.cls_token.expand(5, -1, -1), model.embed(x)], 1)
+        normed = block.norm1(h)
+        want_out, want_att = mha(normed, normed, normed, need_weights=True, average_attn_weights=True)
+        got_h, got_att = block(h)
+        torch.testing.assert_close(got_att.mean(1), want_att, rtol=1e-5, atol=1e-6)
+        after_attn = h + want_out
+        torch.testing.assert_close(got_h, after_attn + block.mlp(block.norm2(after_attn)), rtol=1e-5, atol=1e-5)
+        out = model(x, output_attentions=True)
+        torch.testing.assert_close(out.cls_attention, want_att[:, 0, 1:], rtol=1e-5, atol=1e-6)

@@ -164,6 +164,7 @@ def load_model(path_or_repo_id, *, map_location="cpu", merge_adapters: bool = Fa
     from atacformer.models.multimodal.modeling_multimodal import (
         MultimodalForCellClassification, MultimodalForMaskedValues, MultimodalModel,
     )
+    from atacformer.models.tosica import TosicaConfig, TosicaModel
 
     d = resolve_model_dir(path_or_repo_id, **hub_kwargs)
     meta = read_config_json(d)
@@ -184,6 +185,7 @@ def load_model(path_or_repo_id, *, map_location="cpu", merge_adapters: bool = Fa
         CraftConfig.model_type: (CraftModel,),
         MultimodalConfig.model_type: (MultimodalModel, MultimodalForCellClassification,
                                       MultimodalForMaskedValues),
+        TosicaConfig.model_type: (TosicaModel,),
     }
     mt = meta.get("model_type")
     if mt not in kinds:

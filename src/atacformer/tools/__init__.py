@@ -13,6 +13,7 @@ from atacformer.tools._lsi import lsi
 from atacformer.tools._neighbors import neighbors, umap
 from atacformer.tools._regions import annotate_regions, contextual_region_vectors, cryptic_tss_calls as cryptic_tss, tss_score
 from atacformer.tools._scembed import ScEmbedModel, scembed, scembed_project
+from atacformer.tools._tosica import tosica_pathway_attention, tosica_predict, tosica_train
 from atacformer.tools._transfer import project_umap, transfer_labels
 
 __all__ = [
@@ -32,6 +33,9 @@ __all__ = [
     "region_embeddings",
     "scembed",
     "scembed_project",
+    "tosica_pathway_attention",
+    "tosica_predict",
+    "tosica_train",
     "train_craft",
     "transfer_labels",
     "tss_score",

@@ -122,7 +122,8 @@ def main(argv=None) -> int:
                       **common)
     t_ft = time.perf_counter() - t
     pred = get_predict(out / "finetune" / "model", data, genes=test).to_numpy()
-    rows.append({**_scores("GET (accessibility, pretrained + LoRA)", np.log1p(pred), obs_log[:, test]),
+    how = f"LoRA rank {args.lora_rank}" if args.lora_rank else "all weights"
+    rows.append({**_scores(f"GET (accessibility, pretrained, fine-tuned: {how})", np.log1p(pred), obs_log[:, test]),
                  "train_s": t_pre + t_ft})
     print(f"GET pretrain: {args.pretrain_steps} steps, {t_pre:.0f}s, masked MSE {pre['final_loss']:.3f}; "
           f"fine-tune: {args.finetune_steps} steps, {t_ft:.0f}s, Poisson NLL {ft['final_loss']:.3f}")

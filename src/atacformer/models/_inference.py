@@ -158,6 +158,7 @@ def load_model(path_or_repo_id, *, map_location="cpu", merge_adapters: bool = Fa
         is_geniml_config,
     )
     from atacformer.models.craft import CraftConfig, CraftModel
+    from atacformer.models.get import GETConfig, GETForExpression, GETForMaskedRegions, GETModel
     from atacformer.models.masked_bin.configuration_masked_bin import MaskedBinConfig
     from atacformer.models.masked_bin.modeling_masked_bin import MaskedBinForPretraining, MaskedBinModel
     from atacformer.models.multimodal.configuration_multimodal import MultimodalConfig
@@ -183,6 +184,7 @@ def load_model(path_or_repo_id, *, map_location="cpu", merge_adapters: bool = Fa
                                       AtacformerForReplacedTokenDetection),
         MaskedBinConfig.model_type: (MaskedBinModel, MaskedBinForPretraining),
         CraftConfig.model_type: (CraftModel,),
+        GETConfig.model_type: (GETModel, GETForMaskedRegions, GETForExpression),
         MultimodalConfig.model_type: (MultimodalModel, MultimodalForCellClassification,
                                       MultimodalForMaskedValues),
         TosicaConfig.model_type: (TosicaModel,),

@@ -9,6 +9,7 @@ from atacformer.tools._cluster import cluster
 from atacformer.tools._craft import impute, train_craft
 from atacformer.tools._embed import embed, region_embeddings
 from atacformer.tools._finetune import finetune
+from atacformer.tools._get import GETData, get_data, get_finetune, get_predict, get_pretrain
 from atacformer.tools._lsi import lsi
 from atacformer.tools._neighbors import neighbors, umap
 from atacformer.tools._regions import annotate_regions, contextual_region_vectors, cryptic_tss_calls as cryptic_tss, tss_score
@@ -26,6 +27,7 @@ __all__ = [
     "cryptic_tss",
     "embed",
     "finetune",
+    "GETData", "get_data", "get_finetune", "get_predict", "get_pretrain",
     "impute",
     "lsi",
     "neighbors",

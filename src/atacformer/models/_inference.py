@@ -158,6 +158,7 @@ def load_model(path_or_repo_id, *, map_location="cpu", merge_adapters: bool = Fa
         is_geniml_config,
     )
     from atacformer.models.craft import CraftConfig, CraftModel
+    from atacformer.models.dna_ranker import DnaRankerConfig, DnaRankerModel
     from atacformer.models.masked_bin.configuration_masked_bin import MaskedBinConfig
     from atacformer.models.masked_bin.modeling_masked_bin import MaskedBinForPretraining, MaskedBinModel
     from atacformer.models.multimodal.configuration_multimodal import MultimodalConfig
@@ -182,6 +183,7 @@ def load_model(path_or_repo_id, *, map_location="cpu", merge_adapters: bool = Fa
                                       AtacformerForReplacedTokenDetection),
         MaskedBinConfig.model_type: (MaskedBinModel, MaskedBinForPretraining),
         CraftConfig.model_type: (CraftModel,),
+        DnaRankerConfig.model_type: (DnaRankerModel,),
         MultimodalConfig.model_type: (MultimodalModel, MultimodalForCellClassification,
                                       MultimodalForMaskedValues),
     }

@@ -50,7 +50,7 @@ class DnaRankerConfig(ModelConfig):
     model_type: ClassVar[str] = "dna-ranker"
     n_regions: int = 3
     region_length: int = 500
-    channels: list = field(default_factory=lambda: [64, 64, 64])
+    channels: list = field(default_factory=lambda: [32, 32, 32])
     kernel_sizes: list = field(default_factory=lambda: [15, 7, 5])
     pool_sizes: list = field(default_factory=lambda: [4, 4, 1])
     head_hidden: int = 32

@@ -267,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     from atacformer import __version__
     from atacformer.evaluation.cli import add_benchmark_commands
     from atacformer.train.cli import add_train_commands
+    from atacformer.tools.dna_ranker_cli import add_dna_ranker_commands
     from atacformer.vocab.universe.cli import add_universe_commands
 
     p = argparse.ArgumentParser(prog="atacformer", description="Transformer foundation models for chromatin "
@@ -388,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_commands(sub)
     add_benchmark_commands(sub)
     add_universe_commands(sub)
+    add_dna_ranker_commands(sub)
     return p
 
 

@@ -172,3 +172,22 @@ def test_other_chromosome_and_end_past_the_fasta_are_refused(tmp_path):
     with pytest.raises(GenomeMismatchError, match="ends past"):
         build_spans(_tiny_peaks(), FASTA, chroms=["chr22"], start=21_000_000, end=23_000_000)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_refuses_a_fasta_without_index_and_writes_nothing(tmp_path, capsys):
+    import anndata as ad
+
+    from atacformer.cli import main
+
+    cells = ad.AnnData(np.array([[1, 0], [1, 1]], np.float32),
+                       var=pd.DataFrame({"chrom": ["chr22", "chr22"], "start": [100, 400], "end": [300, 600]},
+                                        index=["p0", "p1"]))
+    cells.write_h5ad(tmp_path / "cells.h5ad")
+    fa = tmp_path / "g.fa"
+    fa.write_text(">chr22\n" + "ACGT" * 300 + "\n")
+    rc = main(["dna-ranker", "train", str(tmp_path / "cells.h5ad"), "--fasta", str(fa), "--region-length", "100",
+               "-o", str(tmp_path / "run")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "g.fa" in err and "no index" in err
+    assert not (tmp_path / "run").exists()

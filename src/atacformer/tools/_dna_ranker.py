@@ -178,7 +178,12 @@ def _distinct(values: np.ndarray, rtol: float = 1e-6) -> np.ndarray:
 @dataclass
 class RankingSpans:
     """Spans ready to rank: ``table`` (``chrom``, ``start``, ``end``), ``accessibility``
-    (n, R) float32 and ``codes`` (n, R, L) uint8 base codes (``A C G T`` = 0..3, other 4)."""
+    (n, R) float32 and ``codes`` (n, R, L) uint8 base codes (``A C G T`` = 0..3, other 4).
+
+    Examples
+    --------
+    >>> train, test = build_spans(peaks, "hg19.fa.gz").split(20_500_000, chrom="chr22")   # doctest: +SKIP
+    """
 
     table: pd.DataFrame
     accessibility: np.ndarray
@@ -206,7 +211,14 @@ class RankingSpans:
 def iter_spans(peaks, fasta, *, region_length: int = 500, n_regions: int = 3, shift: int = 10,
                min_nonzero: int = 2, min_value: float | None = None, chroms=None, start: int | None = None,
                end: int | None = None, max_n: float = 0.1, block: int = 1_000_000, progress: bool = False):
-    """Yield the :class:`RankingSpans` of one chromosome at a time (see :func:`build_spans`)."""
+    """Yield the :class:`RankingSpans` of one chromosome at a time (see :func:`build_spans`):
+    only one chromosome's kept spans are in memory, as uint8 base codes.
+
+    Examples
+    --------
+    >>> for part in iter_spans(peaks, "hg38.fa.gz"):            # doctest: +SKIP
+    ...     np.save(f"{part.table.chrom[0]}.npy", part.codes)    # doctest: +SKIP
+    """
     from atacformer.vocab.dna import _check_in_fasta, _open_fasta, encode_bases
 
     if n_regions < 2 or region_length < 1 or shift < 1 or not 1 <= min_nonzero <= n_regions:
@@ -367,7 +379,15 @@ def train_dna_ranker(spans: RankingSpans, out, *, config=None, progress: bool = 
 
 
 def predict_scores(model, codes: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """(n, R) scores of the regions of spans (``codes`` (n, R, L)) by a DNA ranker."""
+    """(n, R) scores of the regions of spans (``codes`` (n, R, L)) by a DNA ranker; higher
+    = ranked more accessible.
+
+    Examples
+    --------
+    >>> from atacformer.models import load_model
+    >>> scores = predict_scores(load_model("ranker/model"), spans.codes)          # doctest: +SKIP
+    >>> ranking_metrics(scores, spans.accessibility)["full_order"]               # doctest: +SKIP
+    """
     import torch
 
     was = model.training

@@ -118,6 +118,9 @@ def test_spans_equal_brute_force_and_the_fasta(peaks, chr22):
     assert spans.table["start"].tolist() == [s for s, _ in brute]
     np.testing.assert_allclose(spans.accessibility, np.array([v for _, v in brute]), rtol=1e-5, atol=1e-9)
     assert (spans.table["end"] - spans.table["start"]).eq(1500).all()
+    lazy = build_spans(peaks, FASTA, chroms=["chr22"], start=lo, end=hi, keep_sequence=False)
+    assert lazy.codes is None and lazy.table.equals(spans.table)
+    np.testing.assert_array_equal(lazy.sequences(np.arange(len(lazy))), spans.codes)
     lut = {c: i for i, c in enumerate("ACGT")}
     for k in range(0, len(spans), 7):
         s = int(spans.table["start"].iat[k])
@@ -149,6 +152,9 @@ def test_ranker_loss_falls_and_folder_round_trips(peaks, tmp_path):
     again = load_model(tmp_path / "run" / "model")
     assert isinstance(again, DnaRankerModel)
     np.testing.assert_array_equal(predict_scores(again, spans.codes[:50]), predict_scores(model, spans.codes[:50]))
+    # spans without their bases in memory read them from the FASTA: the same scores
+    lazy = build_spans(peaks, FASTA, chroms=["chr22"], start=19_000_000, end=19_200_000, keep_sequence=False)
+    np.testing.assert_array_equal(predict_scores(model, lazy), predict_scores(model, lazy.sequences(range(len(lazy)))))
 
 
 # --------------------------------------------------------------------------------------------

@@ -178,7 +178,9 @@ def _distinct(values: np.ndarray, rtol: float = 1e-6) -> np.ndarray:
 @dataclass
 class RankingSpans:
     """Spans ready to rank: ``table`` (``chrom``, ``start``, ``end``), ``accessibility``
-    (n, R) float32 and ``codes`` (n, R, L) uint8 base codes (``A C G T`` = 0..3, other 4).
+    (n, R) float32 and ``codes`` (n, R, L) uint8 base codes (``A C G T`` = 0..3, other 4), or
+    ``codes=None`` and the ``fasta`` they are read from, a batch at a time
+    (:meth:`sequences`), for more spans than memory holds.
 
     Examples
     --------
@@ -187,15 +189,45 @@ class RankingSpans:
 
     table: pd.DataFrame
     accessibility: np.ndarray
-    codes: np.ndarray
+    codes: np.ndarray | None
+    fasta: str | None = None
+    region_length: int = 500
+
+    def __post_init__(self):
+        if self.codes is not None:
+            self.region_length = int(self.codes.shape[2])
+        elif self.fasta is None:
+            raise ValueError("RankingSpans needs codes or the FASTA to read them from")
+        self._fa = None
 
     def __len__(self) -> int:
         return len(self.table)
 
     def subset(self, mask) -> "RankingSpans":
         """The spans where ``mask`` (bool or indices) holds."""
-        idx = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask)
-        return RankingSpans(self.table.iloc[idx].reset_index(drop=True), self.accessibility[idx], self.codes[idx])
+        idx = np.flatnonzero(mask) if np.asarray(mask).dtype == bool else np.asarray(mask, np.int64)
+        return RankingSpans(self.table.iloc[idx].reset_index(drop=True), self.accessibility[idx],
+                            None if self.codes is None else self.codes[idx], self.fasta, self.region_length)
+
+    def sequences(self, idx) -> np.ndarray:
+        """(len(idx), R, L) base codes of spans ``idx``: from memory, or read from the FASTA."""
+        idx = np.asarray(idx, np.int64)
+        if self.codes is not None:
+            return self.codes[idx]
+        from atacformer.genome import normalize_chroms
+        from atacformer.vocab.dna import _open_fasta, encode_bases
+
+        if self._fa is None:
+            fa = _open_fasta(self.fasta)
+            self._fa = (fa, {str(normalize_chroms([k])[0]): k for k in reversed(fa.keys())})
+        fa, names = self._fa
+        r = self.accessibility.shape[1]
+        out = np.empty((len(idx), r, self.region_length), np.uint8)
+        t = self.table
+        for o, i in enumerate(idx):
+            seq = fa.fetch(names[t["chrom"].iat[i]], int(t["start"].iat[i]), int(t["end"].iat[i]))
+            out[o] = encode_bases(seq).reshape(r, self.region_length)
+        return out
 
     def split(self, test_start: int, chrom: str | None = None) -> tuple["RankingSpans", "RankingSpans"]:
         """Train spans ending at or before ``test_start`` and test spans starting at or after
@@ -208,9 +240,29 @@ class RankingSpans:
         return self.subset(train), self.subset(test)
 
 
+class _SpanExamples:
+    """Training examples of :func:`~atacformer.train.pretrain` over :class:`RankingSpans`."""
+
+    def __init__(self, spans: RankingSpans):
+        if not len(spans):
+            raise ValueError("no spans to train on")
+        self.spans = spans
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def lengths(self) -> np.ndarray:
+        return np.ones(len(self.spans), np.int64)
+
+    def get_rows(self, idx) -> dict:
+        idx = np.asarray(idx, np.int64)
+        return {"codes": self.spans.sequences(idx), "accessibility": self.spans.accessibility[idx]}
+
+
 def iter_spans(peaks, fasta, *, region_length: int = 500, n_regions: int = 3, shift: int = 10,
                min_nonzero: int = 2, min_value: float | None = None, chroms=None, start: int | None = None,
-               end: int | None = None, max_n: float = 0.1, block: int = 1_000_000, progress: bool = False):
+               end: int | None = None, max_n: float = 0.1, block: int = 1_000_000, keep_sequence: bool = True,
+               progress: bool = False):
     """Yield the :class:`RankingSpans` of one chromosome at a time (see :func:`build_spans`):
     only one chromosome's kept spans are in memory, as uint8 base codes.
 
@@ -257,19 +309,23 @@ def iter_spans(peaks, fasta, *, region_length: int = 500, n_regions: int = 3, sh
         values[values < min_value] = 0
         keep = ((values > 0).sum(1) >= min_nonzero) & _distinct(values) if len(values) else np.zeros(0, bool)
         starts, values = starts[keep], values[keep]
-        codes = np.empty((len(starts), n_regions, region_length), np.uint8)
+        codes = np.empty((len(starts) if keep_sequence else 0, n_regions, region_length), np.uint8)
+        ok = np.zeros(len(starts), bool)
         i = 0
         while i < len(starts):  # read the bases of spans within ``block`` bases at once
             j = int(np.searchsorted(starts, starts[i] + block, side="right"))
             b0, b1 = int(starts[i]), int(starts[j - 1]) + span
             seq = encode_bases(fa.fetch(names[c], b0, b1))
             idx = (starts[i:j] - b0)[:, None] + np.arange(span)[None, :]
-            codes[i:j] = seq[idx].reshape(j - i, n_regions, region_length)
+            part = seq[idx].reshape(j - i, n_regions, region_length)
+            ok[i:j] = ((part == 4).mean(axis=2) <= max_n).all(axis=1)
+            if keep_sequence:
+                codes[i:j] = part
             i = j
-        ok = ((codes == 4).mean(axis=2) <= max_n).all(axis=1) if len(codes) else np.zeros(0, bool)
         table = pd.DataFrame({"chrom": c, "start": starts[ok], "end": starts[ok] + span})
         logger.info("%s: %d spans kept of %d overlapping a peak", c, int(ok.sum()), len(keep))
-        yield RankingSpans(table, values[ok].astype(np.float32), codes[ok])
+        yield RankingSpans(table, values[ok].astype(np.float32), codes[ok] if keep_sequence else None,
+                           os.fspath(fasta), region_length)
 
 
 def build_spans(peaks, fasta, **kwargs) -> RankingSpans:
@@ -297,6 +353,9 @@ def build_spans(peaks, fasta, **kwargs) -> RankingSpans:
         the FASTA's sequence.
     max_n
         Spans with a window holding more than this fraction of ``N`` are dropped.
+    keep_sequence
+        Keep the spans' bases in memory (uint8, 1 byte a base); ``False`` keeps coordinates
+        only and training reads each batch's bases from the FASTA (a whole genome).
     block, progress
         Bases read per FASTA access; show a progress bar.
 
@@ -315,12 +374,14 @@ def build_spans(peaks, fasta, **kwargs) -> RankingSpans:
     (2000, 3, 500)
     """
     parts = list(iter_spans(peaks, fasta, **kwargs))
+    n, w = kwargs.get("n_regions", 3), kwargs.get("region_length", 500)
+    keep = kwargs.get("keep_sequence", True)
     if not parts:
-        n, w = kwargs.get("n_regions", 3), kwargs.get("region_length", 500)
         return RankingSpans(pd.DataFrame({"chrom": [], "start": [], "end": []}), np.zeros((0, n), np.float32),
-                            np.zeros((0, n, w), np.uint8))
+                            np.zeros((0, n, w), np.uint8) if keep else None, os.fspath(fasta), w)
     return RankingSpans(pd.concat([p.table for p in parts], ignore_index=True),
-                        np.concatenate([p.accessibility for p in parts]), np.concatenate([p.codes for p in parts]))
+                        np.concatenate([p.accessibility for p in parts]),
+                        np.concatenate([p.codes for p in parts]) if keep else None, os.fspath(fasta), w)
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,27 +421,25 @@ def train_dna_ranker(spans: RankingSpans, out, *, config=None, progress: bool = 
 
     from atacformer.models.dna_ranker import DnaRankerConfig, DnaRankerModel
     from atacformer.train import TrainConfig, pretrain
-    from atacformer.train.task import ArrayExamples, Task
+    from atacformer.train.task import Task
 
-    _, r, length = spans.codes.shape
     config = config or DnaRankerConfig()
-    config = config.replace(n_regions=r, region_length=length)
+    config = config.replace(n_regions=spans.accessibility.shape[1], region_length=spans.region_length)
 
     def build(seed):
         if seed is not None:
             torch.manual_seed(seed)
         return DnaRankerModel(config)
 
-    task = Task(build=build, examples=ArrayExamples({"codes": spans.codes, "accessibility": spans.accessibility}),
-                batcher=_batcher)
+    task = Task(build=build, examples=_SpanExamples(spans), batcher=_batcher)
     kw = {"batch_size": 64, "lr": 1e-3, "warmup_steps": 20, "tensorboard": False, **train_kwargs}
     summary = pretrain(TrainConfig(model="dna-ranker", out=str(out), progress=progress, **kw), task=task)
     return DnaRankerModel.from_pretrained(Path(summary["model_dir"]))
 
 
-def predict_scores(model, codes: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """(n, R) scores of the regions of spans (``codes`` (n, R, L)) by a DNA ranker; higher
-    = ranked more accessible.
+def predict_scores(model, codes, batch_size: int = 256) -> np.ndarray:
+    """(n, R) scores of the regions of spans (``codes`` (n, R, L), or :class:`RankingSpans`)
+    by a DNA ranker; higher = ranked more accessible.
 
     Examples
     --------
@@ -396,10 +455,12 @@ def predict_scores(model, codes: np.ndarray, batch_size: int = 256) -> np.ndarra
     try:
         with torch.inference_mode():
             for s in range(0, len(codes), batch_size):
-                out.append(model.score(torch.from_numpy(np.ascontiguousarray(codes[s:s + batch_size]))).float().numpy())
+                idx = np.arange(s, min(s + batch_size, len(codes)))
+                x = codes.sequences(idx) if isinstance(codes, RankingSpans) else codes[idx]
+                out.append(model.score(torch.from_numpy(np.ascontiguousarray(x))).float().numpy())
     finally:
         model.train(was)
-    return np.concatenate(out) if out else np.zeros(codes.shape[:2], np.float32)
+    return np.concatenate(out) if out else np.zeros((0, model.config.n_regions), np.float32)
 
 
 # --------------------------------------------------------------------------------------------

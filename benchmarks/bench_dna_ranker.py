@@ -10,7 +10,8 @@ split by overlap (:mod:`atacformer.tools._dna_ranker`). Training spans end befor
 The ranker trains through ``pretrain(TrainConfig(model="dna-ranker"), task=...)``; the GC
 baseline ranks windows by their G+C fraction; random scores give 1/6 of full orders in
 expectation. Spans overlap (the thesis' reference shift), so the 95 % intervals resample
-100 kb blocks of the held-out stretch, not spans.
+100 kb blocks of the held-out stretch, not spans (``minus_gc``: the paired difference from
+the GC baseline's full-order accuracy on the same resampled spans).
 
 Usage::
 
@@ -33,8 +34,9 @@ SETS = {"Buenrostro2018_BM0828": "buenrostro2018_BM0828_ra3/buenrostro2018_BM082
 FASTA = "hg19_chr22_1-22Mb_fasta/hg19_chr22_1-22000000.fa.gz"
 
 
-def _block_ci(scores, acc, blocks, rng, n_boot=1000):
-    """95 % interval of full-order accuracy resampling genomic blocks."""
+def _block_ci(scores, acc, blocks, rng, baseline=None, n_boot=1000):
+    """95 % interval of full-order accuracy (minus that of ``baseline`` scores on the same
+    spans, when given) resampling genomic blocks."""
     import numpy as np
 
     from atacformer.tools._dna_ranker import ranking_metrics
@@ -44,7 +46,10 @@ def _block_ci(scores, acc, blocks, rng, n_boot=1000):
     vals = []
     for _ in range(n_boot):
         idx = np.concatenate([per[b] for b in rng.choice(ids, size=len(ids), replace=True)])
-        vals.append(ranking_metrics(scores[idx], acc[idx])["full_order"])
+        v = ranking_metrics(scores[idx], acc[idx])["full_order"]
+        if baseline is not None:
+            v -= ranking_metrics(baseline[idx], acc[idx])["full_order"]
+        vals.append(v)
     return np.percentile(vals, [2.5, 97.5])
 
 
@@ -90,17 +95,21 @@ def main(argv=None) -> int:
     blocks = test.table["start"].to_numpy() // 100_000
     rows = []
 
+    gc = gc_fraction(test.codes)
+
     def add(method, scores, on="held-out", seconds=np.nan):
         m = ranking_metrics(scores, test.accessibility if on == "held-out" else train.accessibility)
-        lo, hi = (_block_ci(scores, test.accessibility, blocks, rng) if on == "held-out" else (np.nan, np.nan))
+        held = on == "held-out"
+        lo, hi = _block_ci(scores, test.accessibility, blocks, rng) if held else (np.nan, np.nan)
+        dlo, dhi = _block_ci(scores, test.accessibility, blocks, rng, baseline=gc) if held else (np.nan, np.nan)
         rows.append({"method": method, "spans": on, **m, "full_order_ci_low": lo, "full_order_ci_high": hi,
-                     "train_s": seconds})
+                     "minus_gc_ci_low": dlo, "minus_gc_ci_high": dhi, "train_s": seconds})
         print(f"{method:28s} {on:9s} full order {m['full_order']:.3f} [{lo:.3f}, {hi:.3f}]  pairwise "
-              f"{m['pairwise']:.3f}  tau {m['kendall_tau']:.3f}", flush=True)
+              f"{m['pairwise']:.3f}  tau {m['kendall_tau']:.3f}  minus GC [{dlo:.3f}, {dhi:.3f}]", flush=True)
 
     add("random (expected)", np.zeros_like(test.accessibility))
     add("random scores (seed 0)", rng.random(test.accessibility.shape))
-    add("GC fraction", gc_fraction(test.codes))
+    add("GC fraction", gc)
     for seed in [int(s) for s in args.seeds.split(",") if s]:
         t = time.perf_counter()
         model = train_dna_ranker(train, out / "runs" / f"seed{seed}", max_steps=args.steps, batch_size=args.batch_size,

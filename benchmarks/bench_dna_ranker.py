@@ -115,7 +115,7 @@ def main(argv=None) -> int:
               f"{m['pairwise']:.3f}  tau {m['kendall_tau']:.3f}  minus GC [{dlo:.3f}, {dhi:.3f}]", flush=True)
 
     add("random (expected)", np.zeros_like(test.accessibility))
-    add("random scores (seed 0)", rng.random(test.accessibility.shape))
+    add("random scores (seed 0)", np.random.default_rng(0).random(test.accessibility.shape))
     add("GC fraction", gc)
     for seed in [int(s) for s in args.seeds.split(",") if s]:
         t = time.perf_counter()

@@ -197,3 +197,9 @@ def test_cli_refuses_a_fasta_without_index_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "g.fa" in err and "no index" in err
     assert not (tmp_path / "run").exists()
+
+
+@needs_data
+def test_empty_stretch_is_refused():
+    with pytest.raises(ValueError, match="is empty"):
+        build_spans(_tiny_peaks(), FASTA, chroms=["chr22"], start=21_000_000, end=20_000_000)

@@ -301,8 +301,15 @@ def iter_spans(peaks, fasta, *, region_length: int = 500, n_regions: int = 3, sh
         it = tqdm(chroms, desc="building spans", unit="chrom")
     for c in it:
         lo, hi = int(start or 0), int(lengths[c] if end is None else end)
+        if hi <= lo:
+            raise ValueError(f"{c}: the stretch {lo:,}-{hi:,} is empty (start must be below end and the "
+                             f"FASTA's {lengths[c]:,} bp)")
         rows = by_chrom.get(c, np.zeros(0, np.int64))
         p = df.iloc[rows]
+        past = int((p["end"] > lengths[c]).sum())
+        if past:  # a FASTA of part of a chromosome, or peaks of another assembly
+            logger.warning("%s: %d peak(s) end past the FASTA's %s bp and are not used", c, past,
+                           f"{lengths[c]:,}")
         p = p[(p["end"] > lo) & (p["start"] < hi)]
         starts = _candidate_starts(p["start"].to_numpy(np.int64), p["end"].to_numpy(np.int64), lo, hi, span, step)
         values = span_values(p, starts, region_length, n_regions) if len(starts) else np.zeros((0, n_regions))

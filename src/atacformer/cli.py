@@ -270,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     from atacformer.train.cli import add_train_commands
     from atacformer.models.tosica.cli import add_tosica_commands
     from atacformer.tools.get_cli import add_get_commands
+    from atacformer.tools.dna_ranker_cli import add_dna_ranker_commands
     from atacformer.vocab.universe.cli import add_universe_commands
 
     p = argparse.ArgumentParser(prog="atacformer", description="Transformer foundation models for chromatin "
@@ -394,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_universe_commands(sub)
     add_tosica_commands(sub)
     add_get_commands(sub)
+    add_dna_ranker_commands(sub)
     return p
 
 

@@ -159,6 +159,7 @@ def load_model(path_or_repo_id, *, map_location="cpu", merge_adapters: bool = Fa
     )
     from atacformer.models.craft import CraftConfig, CraftModel
     from atacformer.models.get import GETConfig, GETForExpression, GETForMaskedRegions, GETModel
+    from atacformer.models.dna_ranker import DnaRankerConfig, DnaRankerModel
     from atacformer.models.masked_bin.configuration_masked_bin import MaskedBinConfig
     from atacformer.models.masked_bin.modeling_masked_bin import MaskedBinForPretraining, MaskedBinModel
     from atacformer.models.multimodal.configuration_multimodal import MultimodalConfig
@@ -185,6 +186,7 @@ def load_model(path_or_repo_id, *, map_location="cpu", merge_adapters: bool = Fa
         MaskedBinConfig.model_type: (MaskedBinModel, MaskedBinForPretraining),
         CraftConfig.model_type: (CraftModel,),
         GETConfig.model_type: (GETModel, GETForMaskedRegions, GETForExpression),
+        DnaRankerConfig.model_type: (DnaRankerModel,),
         MultimodalConfig.model_type: (MultimodalModel, MultimodalForCellClassification,
                                       MultimodalForMaskedValues),
         TosicaConfig.model_type: (TosicaModel,),

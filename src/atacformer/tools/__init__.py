@@ -7,6 +7,7 @@ Every function takes an AnnData first and writes into named slots (``obsm``, ``o
 from atacformer.tools._annotate import annotate, annotation_scores
 from atacformer.tools._cluster import cluster
 from atacformer.tools._craft import impute, train_craft
+from atacformer.tools._dna_ranker import train_dna_ranker
 from atacformer.tools._embed import embed, region_embeddings
 from atacformer.tools._finetune import finetune
 from atacformer.tools._get import GETData, get_data, get_finetune, get_predict, get_pretrain
@@ -39,6 +40,7 @@ __all__ = [
     "tosica_predict",
     "tosica_train",
     "train_craft",
+    "train_dna_ranker",
     "transfer_labels",
     "tss_score",
     "umap",

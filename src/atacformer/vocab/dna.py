@@ -183,6 +183,19 @@ def read_regions(regions) -> pd.DataFrame:
 def _chrom_spans(fa, path, df: pd.DataFrame):
     """Check the regions against the FASTA, then yield ``(rows, codes, rel_starts, rel_ends)``
     per chromosome, ``codes`` covering ``[min start, max end)`` of its regions."""
+    names, groups, chroms = _check_in_fasta(fa, path, df)
+    for c in chroms:
+        rows = np.asarray(groups[c])
+        s = df["start"].to_numpy()[rows]
+        e = df["end"].to_numpy()[rows]
+        lo, hi = int(s.min()), int(e.max())
+        codes = encode_bases(fa.fetch(names[c], lo, hi))
+        yield rows, codes, (s - lo).astype(np.int64), (e - lo).astype(np.int64)
+
+
+def _check_in_fasta(fa, path, df: pd.DataFrame):
+    """Refuse regions on a chromosome the FASTA lacks or ending past its sequence; return
+    ``(UCSC name -> FASTA name, chrom -> row indices, chromosomes in order)``."""
     names = {}
     for k in fa.keys():
         names.setdefault(str(normalize_chroms([k])[0]), k)
@@ -201,13 +214,7 @@ def _chrom_spans(fa, path, df: pd.DataFrame):
             i = rows[int(np.argmax(ends))]
             raise GenomeMismatchError(path, f"region {c}:{df['start'].iat[i]}-{df['end'].iat[i]} ends past "
                                       f"the FASTA sequence {names[c]} ({n:,} bp)", value=int(df["end"].iat[i]))
-    for c in chroms:
-        rows = np.asarray(groups[c])
-        s = df["start"].to_numpy()[rows]
-        e = df["end"].to_numpy()[rows]
-        lo, hi = int(s.min()), int(e.max())
-        codes = encode_bases(fa.fetch(names[c], lo, hi))
-        yield rows, codes, (s - lo).astype(np.int64), (e - lo).astype(np.int64)
+    return names, groups, chroms
 
 
 # --------------------------------------------------------------------------------------------

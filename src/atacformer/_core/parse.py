@@ -332,8 +332,11 @@ def _uint_field(buf, i, n):
 
 @njit(nogil=True, cache=True)
 def parse_fragments(buf, pos, row, lines, chrom_out, start_out, end_out, bc_a, bc_b,
-                    c_rows, c_off, c_arena, c_state):
+                    c_rows, c_off, c_arena, c_state, count_out=None):
     """Parse lines of ``buf`` from byte ``pos``; fill outputs from index ``row``.
+
+    With ``count_out``, the optional fifth field (the 10x duplicate count) is read too: an
+    unsigned integer, 1 when the line has four fields; anything else there is a bad line.
 
     Barcodes are returned as byte spans ``buf[bc_a[r]:bc_b[r]]`` and given ids afterwards by
     :func:`find_keys` / :func:`insert_keys`: a separate loop of independent probes is about
@@ -376,6 +379,20 @@ def parse_fragments(buf, pos, row, lines, chrom_out, start_out, end_out, bc_a, b
         if i == ba or s > e:
             return BAD, line, row, lines
         bb = i
+        if count_out is not None:
+            cnt = np.int64(1)
+            if i < n and buf[i] == 9:
+                j = _find_sep(buf, i + 1, n, True)
+                if j == i + 1 or j - i - 1 > 18:
+                    return BAD, line, row, lines
+                cnt = np.int64(0)
+                for q in range(i + 1, j):
+                    d = buf[q]
+                    if d < 48 or d > 57:
+                        return BAD, line, row, lines
+                    cnt = cnt * 10 + (d - 48)
+                i = j
+            count_out[row] = cnt
         c = -1
         if pc >= 0 and cb - ca == pc_b - pc_a:
             c = pc

@@ -39,14 +39,18 @@ def cmd_tokenize(args) -> int:
     elif Path(out).exists() and not (Path(out) / "manifest.json").exists():
         raise AtacformerError(f"{out} exists and is not a corpus folder; name a new folder, an existing corpus "
                               "(to append to it) or an .h5ad file")
+    from atacformer._qc_cli import qc_finish, qc_options
+
+    qc_opts = qc_options(args)
     vocab = _vocab_from_args(args)
     log.info("vocabulary: %r", vocab)
     results = []
     if out.endswith(".h5ad"):
         for name, cells in tokenize_paths(args.inputs, vocab, genome=args.genome, barcodes=args.barcodes,
                                            min_fragments=args.min_fragments, mode=args.mode,
-                                           input_type=args.input_type):
+                                           input_type=args.input_type, **qc_opts):
             a = cells.to_anndata()
+            qc_finish(args, a, name)
             a.obs["dataset"] = name
             results.append(a)
             _report(name, cells)
@@ -64,7 +68,7 @@ def cmd_tokenize(args) -> int:
         corpus = Corpus.open(out) if (Path(out) / "manifest.json").exists() else None
         for name, cells in tokenize_paths(args.inputs, vocab, genome=args.genome, barcodes=args.barcodes,
                                            min_fragments=args.min_fragments, mode=args.mode,
-                                           input_type=args.input_type):
+                                           input_type=args.input_type, **qc_opts):
             if corpus is None:
                 corpus = Corpus.create(out, vocab)
             corpus.append(cells.X, obs=cells.obs, dataset=name)
@@ -291,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--input-type", choices=["fragments", "matrix", "bed"], help="override input type detection")
     t.add_argument("-o", "--output", required=True, help="OUT.h5ad or a corpus directory")
     t.add_argument("--overwrite", action="store_true", help="replace an existing OUT.h5ad")
+    from atacformer._qc_cli import add_qc_arguments
+
+    add_qc_arguments(t)
     t.set_defaults(func=cmd_tokenize)
 
     ga = sub.add_parser("gene-activity", help="fragments / peak matrix -> cells x genes activity (.h5ad)",

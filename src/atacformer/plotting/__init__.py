@@ -2,7 +2,8 @@
 (headless, Agg canvas)."""
 
 from atacformer.plotting._confusion import confusion_matrix
+from atacformer.plotting._qc import qc
 from atacformer.plotting._regions import cryptic_tss, tss_score
 from atacformer.plotting._umap import umap, umap_grid
 
-__all__ = ["confusion_matrix", "cryptic_tss", "tss_score", "umap", "umap_grid"]
+__all__ = ["confusion_matrix", "cryptic_tss", "qc", "tss_score", "umap", "umap_grid"]

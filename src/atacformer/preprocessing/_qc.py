@@ -406,9 +406,11 @@ def qc_metrics(fragments, tss=None, *, genome=None, barcodes=None, block_bytes=N
     return obs, q.library(n_frag)
 
 
-def doublet_scores(adata, *, random_state: int = 0, **kwargs) -> np.ndarray:
+def doublet_scores(adata, *, threshold: float | None = 0.25, random_state: int = 0, **kwargs) -> np.ndarray:
     """Scrublet doublet scores (Wolock 2019) of tokenized cells through ``scanpy.pp.scrublet``,
-    written to ``obs["doublet_score"]`` and ``obs["predicted_doublet"]``.
+    written to ``obs["doublet_score"]`` and ``obs["predicted_doublet"]`` (score above
+    ``threshold``; ``None`` lets Scrublet pick it from the score histogram, which needs
+    scikit-image).
 
     Examples
     --------
@@ -420,7 +422,7 @@ def doublet_scores(adata, *, random_state: int = 0, **kwargs) -> np.ndarray:
         raise ValueError(f"doublet scores need at least 30 cells, got {adata.n_obs}")
     a = adata.copy()
     a.X = a.X.astype(np.float32)
-    sc.pp.scrublet(a, random_state=random_state, **kwargs)
+    sc.pp.scrublet(a, threshold=threshold, random_state=random_state, **kwargs)
     adata.obs["doublet_score"] = a.obs["doublet_score"].to_numpy()
     adata.obs["predicted_doublet"] = a.obs["predicted_doublet"].to_numpy()
     return adata.obs["doublet_score"].to_numpy()

@@ -288,14 +288,16 @@ class QCCounters:
         return out
 
 
-def knee_threshold(n_fragments, *, min_fragments: int = 10) -> int:
-    """Fragments per barcode at the knee of the barcode-rank curve.
+def knee_threshold(n_fragments, *, min_fragments: int = 10, exclude_top: int = 50, points: int = 400) -> int:
+    """Fragments per barcode at the knee (inflection) of the barcode-rank curve.
 
-    The curve is ``log10(rank)`` against ``log10(fragments)`` over the barcodes with at
-    least ``min_fragments`` fragments, barcodes sorted by decreasing count; the knee is the
-    point farthest above the straight line from its first to its last point (the
-    maximum-distance knee of Satopaa 2011, on the log-log rank plot used by 10x Cell Ranger
-    and DropletUtils, Lun 2019). Barcodes at or above the returned count are cells.
+    Barcodes with at least ``min_fragments`` fragments are ranked by decreasing count; on
+    the log-log rank plot (as 10x Cell Ranger and DropletUtils, Lun 2019, draw it) the curve
+    is read at ``points`` log-spaced ranks and the knee is where it falls most steeply
+    (DropletUtils' inflection point), the top ``exclude_top`` barcodes left out as its
+    ``exclude.from``. Within that steepest step the largest drop between two consecutive
+    barcodes is taken, and the count just above it is returned: barcodes with at least that
+    many fragments are cells.
 
     Examples
     --------
@@ -305,19 +307,21 @@ def knee_threshold(n_fragments, *, min_fragments: int = 10) -> int:
     True
     """
     nf = np.asarray(n_fragments, np.int64)
-    nf = nf[nf >= min_fragments]
+    nf = np.sort(nf[nf >= min_fragments])[::-1]
     if len(nf) < 3:
         raise ValueError(f"the knee needs at least 3 barcodes with >= {min_fragments} fragments, got {len(nf)}")
-    vals, cnt = np.unique(nf, return_counts=True)
-    rank = np.cumsum(cnt[::-1])[::-1]  # the last (highest) rank each count reaches
-    x = np.log10(rank.astype(float))[::-1]
-    y = np.log10(vals.astype(float))[::-1]  # decreasing counts along increasing rank
-    x0, y0, x1, y1 = x[0], y[0], x[-1], y[-1]
-    if x1 == x0:
-        return int(vals[0])
-    # signed distance above the chord (unnormalised: the argmax is the same)
-    d = (y - y0) * (x1 - x0) - (x - x0) * (y1 - y0)
-    return int(10 ** y[int(np.argmax(d))] + 0.5)
+    lo = min(exclude_top, len(nf) // 10)
+    grid = np.unique(np.round(np.logspace(np.log10(lo + 1), np.log10(len(nf)), points)).astype(np.int64)) - 1
+    y = np.log10(nf[grid].astype(float))
+    x = np.log10(grid + 1.0)
+    if len(grid) < 2:
+        return int(nf[0])
+    slope = np.diff(y) / np.diff(x)
+    i = int(np.argmin(slope))
+    a, b = grid[i], grid[i + 1]
+    seg = np.log10(nf[a:b + 1].astype(float))
+    j = a + int(np.argmin(np.diff(seg)))  # the largest single drop inside the steepest step
+    return int(nf[j])
 
 
 def call_cells(obs: pd.DataFrame, *, min_fragments: int = 0, min_tsse: float | None = None,

@@ -163,20 +163,35 @@ def test_cli_qc_end_to_end(files, tmp_path):
     out, plots = tmp_path / "cells.h5ad", tmp_path / "plots"
     plots.mkdir()
     rc = main(["tokenize", str(frag), "--genome", "hg38", "--bins", "5000", "--tss", str(gtf), "--min-tsse", "3",
-               "--min-fragments", "200", "--doublets", "--qc-plots", str(plots), "-o", str(out)])
+               "--min-fragments", "200", "--qc-plots", str(plots), "-o", str(out)])
     assert rc == 0
     a = ad.read_h5ad(out)
-    for col in ("n_fragments", "tsse", "frac_promoter", "nucleosome_signal", "duplicate_rate", "doublet_score"):
+    for col in ("n_fragments", "tsse", "frac_promoter", "nucleosome_signal", "duplicate_rate"):
         assert col in a.obs and a.obs[col].notna().all(), col
     assert (a.obs["tsse"] >= 3).all() and (a.obs["n_fragments"] >= 200).all()
     alone, _ = qc_metrics(frag, gtf, progress=False)
     passing = alone[(alone["tsse"] >= 3) & (alone["n_fragments"] >= 200)]
     assert sorted(a.obs_names) == sorted(passing.index)
-    assert ((a.obs["doublet_score"] >= 0) & (a.obs["doublet_score"] <= 1)).all()
     for name in ("knee", "fragment_lengths", "tss_profile"):
         png = plots / f"test_{name}.png"
         assert png.exists() and png.stat().st_size > 1000
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_cli_doublets_are_scanpy_scrublet(files, tmp_path):
+    """--doublets writes scanpy.pp.scrublet's scores of the tokenized cells."""
+    import anndata as ad
+    import scanpy as sc
+
+    frag, gtf = files
+    out = tmp_path / "cells.h5ad"
+    assert main(["tokenize", str(frag), "--genome", "hg38", "--qc", "--doublets", "-o", str(out)]) == 0
+    a = ad.read_h5ad(out)
+    ref = ad.AnnData(X=a.X.astype(np.float32))
+    sc.pp.scrublet(ref, threshold=0.25, random_state=0)
+    np.testing.assert_allclose(a.obs["doublet_score"].to_numpy(), ref.obs["doublet_score"].to_numpy(), rtol=1e-6)
+    assert ((a.obs["doublet_score"] >= 0) & (a.obs["doublet_score"] <= 1)).all()
 
 
 def _assert_fails(args, tmp_path, capsys, *words):

@@ -25,7 +25,6 @@ def _vocab_from_args(args):
 
 
 def cmd_tokenize(args) -> int:
-    import anndata as ad
     import pandas as pd
 
     from atacformer.tokenizers import tokenize_paths
@@ -49,11 +48,21 @@ def cmd_tokenize(args) -> int:
         for name, cells in tokenize_paths(args.inputs, vocab, genome=args.genome, barcodes=args.barcodes,
                                            min_fragments=args.min_fragments, mode=args.mode,
                                            input_type=args.input_type, **qc_opts):
+            if len(args.inputs) == 1 and not (args.doublets or args.qc_plots):  # written without an AnnData
+                from atacformer.tokenizers._h5ad import write_cells_h5ad
+
+                cells.obs["dataset"] = name
+                _report(name, cells)
+                write_cells_h5ad(cells, out)
+                print(f"wrote {out}")
+                return 0
             a = cells.to_anndata()
             qc_finish(args, a, name)
             a.obs["dataset"] = name
             results.append(a)
             _report(name, cells)
+        import anndata as ad
+
         adata = results[0] if len(results) == 1 else ad.concat(results, merge="first", uns_merge="first",
                                                                 index_unique=None)
         if not adata.obs_names.is_unique:

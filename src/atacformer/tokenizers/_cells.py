@@ -67,8 +67,11 @@ class TokenizedCells:
         return a
 
     def write_h5ad(self, path) -> None:
-        """Write :meth:`to_anndata` atomically (temporary file, then rename)."""
-        write_h5ad_atomic(self.to_anndata(), path)
+        """Write what :meth:`to_anndata` builds, atomically (temporary file, then rename), with
+        h5py alone (:func:`atacformer.tokenizers._h5ad.write_cells_h5ad`)."""
+        from atacformer.tokenizers._h5ad import write_cells_h5ad
+
+        write_cells_h5ad(self, path)
 
     def summary(self) -> dict:
         nnz = np.diff(self.X.indptr)

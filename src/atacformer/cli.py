@@ -51,7 +51,7 @@ def cmd_tokenize(args) -> int:
             if len(args.inputs) == 1 and not (args.doublets or args.qc_plots):  # written without an AnnData
                 from atacformer.tokenizers._h5ad import write_cells_h5ad
 
-                cells.obs["dataset"] = name
+                cells.obs["dataset"] = pd.Categorical.from_codes(np.zeros(cells.n_cells, np.int8), [name])
                 _report(name, cells)
                 write_cells_h5ad(cells, out)
                 print(f"wrote {out}")

@@ -424,6 +424,21 @@ def _rows(n: int) -> np.ndarray:
     return raw[skip: skip + 4 * n].reshape(n, 4)
 
 
+@njit(nogil=True, cache=True)
+def _fixed_width(arena, off, start, n, out):
+    """Copy keys ``start..n-1`` into the rows of ``out`` (uint8, zero padded); returns whether
+    every byte is ASCII."""
+    ascii_only = True
+    for k in range(start, n):
+        a = off[k]
+        for j in range(off[k + 1] - a):
+            b = arena[a + j]
+            out[k - start, j] = b
+            if b >= 128:
+                ascii_only = False
+    return ascii_only
+
+
 class KeyTable:
     """Growable exact hash table of byte strings -> dense ids (first-appearance order)."""
 
@@ -446,11 +461,29 @@ class KeyTable:
         old, self.rows = self.rows, _rows(2 * len(self.rows))
         _rehash(old, self.rows, self.off, self.arena)
 
+    def keys_array(self, start: int = 0) -> np.ndarray | None:
+        """Keys with ids ``start..`` as a numpy unicode array, built without a Python loop;
+        ``None`` when a key is not plain ASCII (or ends in a NUL byte), for :meth:`keys`."""
+        n = len(self)
+        if start >= n:
+            return np.empty(0, dtype="U1")
+        lens = np.diff(self.off[start:n + 1])
+        width = max(int(lens.max()), 1)
+        buf = np.zeros((n - start, width), np.uint8)
+        if not _fixed_width(self.arena, self.off, start, n, buf):
+            return None
+        if (buf[np.arange(n - start), lens - 1] == 0).any():  # fixed-width bytes drop trailing NULs
+            return None
+        return buf.view(f"S{width}").ravel().astype(f"U{width}")
+
     def keys(self, start: int = 0) -> list[str]:
         """Keys with ids ``start..`` as strings."""
         n = len(self)
         if start >= n:
             return []
+        arr = self.keys_array(start)
+        if arr is not None:
+            return arr.tolist()
         off = self.off[start:n + 1]
         text = self.arena[off[0]:off[-1]].tobytes()
         rel = (off - off[0]).tolist()

@@ -108,6 +108,11 @@ class FragmentReader:
         """Barcodes seen so far with ids ``start..`` (all by default)."""
         return self._barcodes.keys(start)
 
+    def barcodes_array(self) -> np.ndarray:
+        """All barcodes seen so far as a numpy string array (the fast form of :meth:`barcodes`)."""
+        arr = self._barcodes.keys_array()
+        return arr if arr is not None else np.asarray(self._barcodes.keys(), dtype=object)
+
     def chroms(self) -> list[str]:
         """Chromosomes seen so far (normalised names), in order of first appearance."""
         return list(self._chrom_names)

@@ -25,9 +25,17 @@ def _attrs(obj, kind: str, version: str) -> None:
 def _strings(g, key: str, values) -> None:
     import h5py
 
-    dt = h5py.string_dtype("utf-8")
-    arr = np.asarray(values, dtype=object)
-    d = g.create_dataset(key, data=arr, dtype=dt)
+    arr = np.asarray(values)
+    try:  # fixed-width ASCII is written in one block (anndata reads it through h5py's asstr())
+        fixed = arr.astype("S") if arr.dtype.kind in "OU" else None
+        if fixed is not None and fixed.dtype.itemsize == 0:
+            fixed = None
+    except UnicodeEncodeError:
+        fixed = None
+    if fixed is not None and len(fixed):
+        d = g.create_dataset(key, data=fixed)
+    else:
+        d = g.create_dataset(key, data=arr.astype(object), dtype=h5py.string_dtype("utf-8"))
     _attrs(d, "string-array", "0.2.0")
 
 
@@ -72,7 +80,7 @@ def _dataframe(f, key: str, df: pd.DataFrame, index) -> None:
     for c in df.columns:
         col = df[c]
         if col.dtype == object or pd.api.types.is_string_dtype(col.dtype):  # as AnnData writes them
-            col = pd.Categorical(col.astype(str))
+            col = pd.Categorical(col)
         _value(g, str(c), col if isinstance(col.dtype, pd.CategoricalDtype) else col.to_numpy())
 
 
@@ -100,7 +108,7 @@ def write_cells_h5ad(cells, path) -> None:
             g.create_dataset("data", data=X.data)
             g.create_dataset("indices", data=X.indices)
             g.create_dataset("indptr", data=X.indptr)
-            _dataframe(f, "obs", cells.obs, np.asarray(cells.barcodes, dtype=object).astype(str).astype(object))
+            _dataframe(f, "obs", cells.obs, np.asarray(cells.barcodes))
             var = pd.DataFrame({"chrom": pd.Categorical(v.chroms, categories=v.chrom_names),
                                 "start": v.starts, "end": v.ends})
             _dataframe(f, "var", var, np.asarray(v.region_names(), dtype=object))

@@ -88,7 +88,7 @@ class _BlockMapper:
         return len(self.wl) if self.fixed else self.reader.n_barcodes
 
     def barcodes(self) -> np.ndarray:
-        return np.asarray(list(self.wl) if self.fixed else self.reader.barcodes(), dtype=object)
+        return np.asarray(list(self.wl), dtype=object) if self.fixed else self.reader.barcodes_array()
 
     def cells(self, fb: FragmentBlock) -> np.ndarray:
         if not self.fixed:  # rows are the file's barcodes in first-appearance order

@@ -16,6 +16,8 @@ import os
 import numpy as np
 import pandas as pd
 
+from atacformer._core.names import region_names_bytes
+
 
 def _attrs(obj, kind: str, version: str) -> None:
     obj.attrs["encoding-type"] = kind
@@ -26,6 +28,9 @@ def _strings(g, key: str, values) -> None:
     import h5py
 
     arr = np.asarray(values)
+    if arr.dtype.kind == "S" and len(arr):
+        _attrs(g.create_dataset(key, data=arr), "string-array", "0.2.0")
+        return
     try:  # fixed-width ASCII is written in one block (anndata reads it through h5py's asstr())
         fixed = arr.astype("S") if arr.dtype.kind in "OU" else None
         if fixed is not None and fixed.dtype.itemsize == 0:
@@ -109,9 +114,13 @@ def write_cells_h5ad(cells, path) -> None:
             g.create_dataset("indices", data=X.indices)
             g.create_dataset("indptr", data=X.indptr)
             _dataframe(f, "obs", cells.obs, np.asarray(cells.barcodes))
-            var = pd.DataFrame({"chrom": pd.Categorical(v.chroms, categories=v.chrom_names),
-                                "start": v.starts, "end": v.ends})
-            _dataframe(f, "var", var, np.asarray(v.region_names(), dtype=object))
+            chrom = pd.Categorical(v.chroms, categories=v.chrom_names)
+            var = pd.DataFrame({"chrom": chrom, "start": v.starts, "end": v.ends})
+            try:
+                names = region_names_bytes(chrom.codes, v.chrom_names, v.starts, v.ends)
+            except UnicodeEncodeError:  # a non-ASCII chromosome name
+                names = np.asarray(v.region_names(), dtype=object)
+            _dataframe(f, "var", var, names)
             uns = {"atacformer_vocab": {"hash": v.region_hash(), "genome": v.genome or "",
                                         "bin_size": int(v.bin_size or 0),
                                         "special_tokens": np.array(list(v.special_tokens), dtype=object)}}

@@ -253,9 +253,9 @@ def main():
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--atlas", action="store_true", help="the end-to-end CLI benchmark on the 735k-barcode file")
     ap.add_argument("--atlas-file", default="/tmp/atlas_muon_x30.tsv.gz", help="where the atlas file is built once")
-    ap.add_argument("--gtf", default=str(REPO / ".." / "shared" / "data" / "gencode_v33_chr22_gtf" /
-                                         "gencode.v33.basic.annotation.chr22.hg38.gtf.gz"),
-                    help="annotation for cli_qc (a GTF or TSS BED)")
+    ap.add_argument("--gtf", default=str(REPO / ".." / "shared" / "data" / "genome_annotations" / "hg38" /
+                                         "hg38_gencode_tss_unique.bed.gz"),
+                    help="TSS annotation for cli_qc (a GTF or a TSS BED; default the hg38 GENCODE TSS BED)")
     a = ap.parse_args()
     if a.child:
         return child(*a.child)

@@ -32,6 +32,8 @@ def qc_options(args) -> dict:
         raise AtacformerError("--min-tsse needs --tss FILE (a GTF or a TSS BED)")
     if args.tss and not os.path.exists(args.tss):
         raise AtacformerError(f"{args.tss}: no such file (--tss takes a GTF or a TSS BED)")
+    if (args.doublets or args.qc_plots) and not os.fspath(args.output).endswith(".h5ad"):
+        raise AtacformerError("--doublets and --qc-plots need an .h5ad output (not a corpus folder)")
     if args.qc_plots and not os.path.isdir(args.qc_plots):
         raise AtacformerError(f"{args.qc_plots}: no such folder (--qc-plots)")
     opts = {}

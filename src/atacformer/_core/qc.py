@@ -27,10 +27,14 @@ EDGE = 100  # the first and last EDGE offsets are the background
 NFR_MAX = 147  # nucleosome-free: length < 147 bp
 MONO_MAX = 294  # mono-nucleosomal: 147 <= length <= 294 bp
 MAX_LENGTH = 1000  # the length histogram's last bin holds everything longer
+# columns of the per-barcode counter rows: one 64-byte row per barcode, so a fragment
+# touches one cache line of them
+TOTAL, NFR, MONO, PROM, TSS_FRAG, TSS_CENTER, TSS_FLANK = range(7)
+N_COUNTERS = 8
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _add_insertion(x, lo, hi, tss_pos, tss_fwd, c, tss_center, tss_flank, profile):
+def _add_insertion(x, lo, hi, tss_pos, tss_fwd, c, acc, profile):
     """Count insertion ``x`` against the TSSs ``lo..hi`` of its chromosome (sorted); returns
     whether any lies within +-FLANK."""
     # first TSS >= x - FLANK
@@ -48,9 +52,9 @@ def _add_insertion(x, lo, hi, tss_pos, tss_fwd, c, tss_center, tss_flank, profil
         r = d + FLANK
         profile[r] += 1
         if d >= -CENTER and d <= CENTER:
-            tss_center[c] += 1
+            acc[c, TSS_CENTER] += 1
         elif r < EDGE or r > 2 * FLANK - EDGE:
-            tss_flank[c] += 1
+            acc[c, TSS_FLANK] += 1
         hit = True
         j += 1
     return hit
@@ -58,9 +62,9 @@ def _add_insertion(x, lo, hi, tss_pos, tss_fwd, c, tss_center, tss_flank, profil
 
 @njit(nogil=True, cache=True)
 def qc_block(chrom_codes, starts, ends, counts, cells, tss_lo, tss_hi, tss_pos, tss_fwd,
-             prom_lo, prom_hi, prom_s, prom_e, n_total, n_nfr, n_mono, n_prom, n_tss_frag,
-             tss_center, tss_flank, profile, length_hist):
-    """Add one block's fragments to the per-barcode counters (see the module docstring).
+             prom_lo, prom_hi, prom_s, prom_e, acc, profile, length_hist):
+    """Add one block's fragments to the per-barcode counter rows ``acc`` (n, N_COUNTERS)
+    (see the module docstring).
 
     ``cells[i] < 0`` skips fragment i; ``tss_lo[k]:tss_hi[k]`` (``prom_lo[k]:prom_hi[k]``)
     are chromosome k's TSSs (promoters) in the sorted arrays, empty for a chromosome
@@ -74,12 +78,12 @@ def qc_block(chrom_codes, starts, ends, counts, cells, tss_lo, tss_hi, tss_pos, 
         s = starts[i]
         e = ends[i]
         k = chrom_codes[i]
-        n_total[c] += counts[i] if has_counts else 1
+        acc[c, TOTAL] += counts[i] if has_counts else 1
         L = e - s
         if L < NFR_MAX:
-            n_nfr[c] += 1
+            acc[c, NFR] += 1
         elif L <= MONO_MAX:
-            n_mono[c] += 1
+            acc[c, MONO] += 1
         length_hist[min(L, MAX_LENGTH)] += 1
         # promoters: the last interval starting before e overlaps [s, e) iff it ends after s
         a, b = prom_lo[k], prom_hi[k]
@@ -91,10 +95,10 @@ def qc_block(chrom_codes, starts, ends, counts, cells, tss_lo, tss_hi, tss_pos, 
                 else:
                     b = m
             if a > prom_lo[k] and prom_e[a - 1] > s:
-                n_prom[c] += 1
+                acc[c, PROM] += 1
         lo, hi = tss_lo[k], tss_hi[k]
         if lo < hi and e > s:
-            h1 = _add_insertion(s, lo, hi, tss_pos, tss_fwd, c, tss_center, tss_flank, profile)
-            h2 = _add_insertion(e - 1, lo, hi, tss_pos, tss_fwd, c, tss_center, tss_flank, profile)
+            h1 = _add_insertion(s, lo, hi, tss_pos, tss_fwd, c, acc, profile)
+            h2 = _add_insertion(e - 1, lo, hi, tss_pos, tss_fwd, c, acc, profile)
             if h1 or h2:
-                n_tss_frag[c] += 1
+                acc[c, TSS_FRAG] += 1

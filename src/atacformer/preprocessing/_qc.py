@@ -191,9 +191,9 @@ class QCCounters:
             tss = TssIndex.from_file(tss, genome=genome)
         self.tss = tss
         self.n = 0
-        self._names = ("n_total", "n_nfr", "n_mono", "n_prom", "n_tss_frag", "tss_center", "tss_flank")
-        for k in self._names:
-            setattr(self, k, np.zeros(1024, np.int64))
+        self._names = {"n_total": _qc.TOTAL, "n_nfr": _qc.NFR, "n_mono": _qc.MONO, "n_prom": _qc.PROM,
+                       "n_tss_frag": _qc.TSS_FRAG, "tss_center": _qc.TSS_CENTER, "tss_flank": _qc.TSS_FLANK}
+        self.acc = np.zeros((1024, _qc.N_COUNTERS), np.int64)
         self.profile = np.zeros(2 * _qc.FLANK + 1, np.int64)
         self.length_hist = np.zeros(_qc.MAX_LENGTH + 1, np.int64)
         self._tables = None
@@ -201,14 +201,11 @@ class QCCounters:
         self.chroms_seen: list[str] = []
 
     def _grow(self, n: int) -> None:
-        if n <= len(self.n_total):
+        if n <= len(self.acc):
             return
-        size = max(n, 2 * len(self.n_total))
-        for k in self._names:
-            a = getattr(self, k)
-            b = np.zeros(size, np.int64)
-            b[:len(a)] = a
-            setattr(self, k, b)
+        b = np.zeros((max(n, 2 * len(self.acc)), _qc.N_COUNTERS), np.int64)
+        b[:len(self.acc)] = self.acc
+        self.acc = b
 
     def add(self, fb, cells: np.ndarray, n_cells: int) -> None:
         """Add one :class:`~atacformer.io.fragments.FragmentBlock`; ``cells`` are its fragments'
@@ -230,8 +227,7 @@ class QCCounters:
         pe = t.prom_e if t is not None else self._empty
         counts = fb.counts if fb.counts is not None else self._empty
         _qc.qc_block(fb.chrom_codes, fb.starts, fb.ends, counts, cells, tlo, thi, pos, fwd, plo, phi, ps, pe,
-                     self.n_total, self.n_nfr, self.n_mono, self.n_prom, self.n_tss_frag, self.tss_center,
-                     self.tss_flank, self.profile, self.length_hist)
+                     self.acc, self.profile, self.length_hist)
 
     def check(self, path) -> None:
         """Refuse a TSS annotation that shares no chromosome with the fragments."""
@@ -252,7 +248,7 @@ class QCCounters:
         nf = np.asarray(n_fragments, np.int64)[sel]
 
         def g(name):
-            a = getattr(self, name)
+            a = self.acc[:, self._names[name]]
             out = np.zeros(len(sel), np.int64)
             inside = sel < len(a)
             out[inside] = a[sel[inside]]

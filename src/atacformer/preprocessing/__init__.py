@@ -1,29 +1,29 @@
 """Preprocessing (``pp``): normalisation of cells x regions count matrices, gene activity, cell QC.
 
-Names are imported on first use, so that importing one submodule (the tokenizer imports the
-QC counters) does not import the others (anndata with them).
+The TF-IDF names are imported on first use: their module imports anndata, which the
+tokenizer (it imports the QC counters from here) does not otherwise need.
 """
 
 from importlib import import_module
 
-_WHERE = {
-    "WINDOWS": "_gene_activity", "gene_activity": "_gene_activity", "gene_windows": "_gene_activity",
-    "QC_COLUMNS": "_qc", "call_cells": "_qc", "doublet_scores": "_qc", "knee_threshold": "_qc",
-    "qc_metrics": "_qc", "read_tss": "_qc",
-    "AUTO_SCALE": "_tfidf", "auto_scale_factor": "_tfidf", "inverse_document_frequency": "_tfidf",
-    "tfidf": "_tfidf", "tfidf_matrix": "_tfidf",
-}
+from atacformer.preprocessing._gene_activity import WINDOWS, gene_activity, gene_windows
+from atacformer.preprocessing._qc import (
+    QC_COLUMNS, call_cells, doublet_scores, knee_threshold, qc_metrics, read_tss,
+)
 
-__all__ = sorted(_WHERE)
+_LAZY = {"AUTO_SCALE", "auto_scale_factor", "inverse_document_frequency", "tfidf", "tfidf_matrix"}
+
+__all__ = sorted({"QC_COLUMNS", "WINDOWS", "call_cells", "doublet_scores", "gene_activity", "gene_windows",
+                  "knee_threshold", "qc_metrics", "read_tss"} | _LAZY)
 
 
 def __getattr__(name):
-    if name in _WHERE:
-        value = getattr(import_module(f"{__name__}.{_WHERE[name]}"), name)
+    if name in _LAZY:
+        value = getattr(import_module(f"{__name__}._tfidf"), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_WHERE))
+    return sorted(set(globals()) | _LAZY)

@@ -14,6 +14,8 @@ def add_qc_arguments(t: argparse.ArgumentParser) -> None:
                    "--tss also tsse (as SnapATAC2), frac_tss, frac_promoter")
     q.add_argument("--tss", metavar="FILE", help="GTF (transcript starts, as SnapATAC2 reads it) or TSS BED; "
                    "implies --qc")
+    q.add_argument("--peaks", metavar="BED", help="peak set (BED / narrowPeak): obs['frip'], the fraction of "
+                   "fragments in peaks; implies --qc")
     q.add_argument("--min-tsse", type=float, help="drop cells with a lower TSS enrichment (needs --tss)")
     q.add_argument("--knee", action="store_true",
                    help="drop barcodes below the knee of the barcode-rank curve (on top of --min-fragments)")
@@ -37,8 +39,12 @@ def qc_options(args) -> dict:
     if args.qc_plots and not os.path.isdir(args.qc_plots):
         raise AtacformerError(f"{args.qc_plots}: no such folder (--qc-plots)")
     opts = {}
-    if args.qc or args.tss or args.qc_plots:
+    if args.peaks and not os.path.exists(args.peaks):
+        raise AtacformerError(f"{args.peaks}: no such file (--peaks takes a BED or narrowPeak)")
+    if args.qc or args.tss or args.qc_plots or args.peaks:
         opts["qc"] = True
+    if args.peaks:
+        opts["peaks"] = args.peaks
     if args.tss:
         opts["tss"] = args.tss
     if args.min_tsse is not None:

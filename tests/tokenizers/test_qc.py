@@ -19,6 +19,7 @@ from atacformer.vocab import Vocabulary
 
 CHR22 = ("fragments_macs3_chr22_100cells", "test.fragments.tsv.gz")
 GTF = ("gencode_v33_chr22_gtf", "gencode.v33.basic.annotation.chr22.hg38.gtf.gz")
+PEAKS = ("fragments_macs3_chr22_100cells", "macs3_callpeak_frag_peaks.narrowPeak")
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +36,9 @@ def vocab():
 
 
 @pytest.fixture(scope="module")
-def ours(files, vocab):
+def ours(files, vocab, data_dir):
     frag, gtf = files
-    return tokenize_fragments(frag, vocab, tss=gtf, progress=False)
+    return tokenize_fragments(frag, vocab, tss=gtf, peaks=data_dir.joinpath(*PEAKS), progress=False)
 
 
 def _gtf_transcripts(gtf) -> pd.DataFrame:
@@ -48,7 +49,7 @@ def _gtf_transcripts(gtf) -> pd.DataFrame:
     return df.assign(start=df["start"] - 1)  # 1-based inclusive -> 0-based half-open
 
 
-def test_snapatac2_agreement(files, ours, tmp_path):
+def test_snapatac2_agreement(files, ours, tmp_path, data_dir):
     """n_fragments, duplicate rate, TSS enrichment and the promoter fraction equal SnapATAC2's.
 
     The tolerance is floating-point rounding only (1e-9): both count the same insertions
@@ -70,7 +71,10 @@ def test_snapatac2_agreement(files, ours, tmp_path):
                          "end": np.where(plus, tss + 100, tss + 2001)})
     bed = tmp_path / "promoters.bed"
     prom.to_csv(bed, sep="\t", header=False, index=False)
-    snap.metrics.frip(a, {"frip_promoter": str(bed)})
+    peaks = tmp_path / "peaks.bed"
+    pd.read_csv(data_dir.joinpath(*PEAKS), sep="\t", header=None, usecols=[0, 1, 2]).to_csv(
+        peaks, sep="\t", header=False, index=False)
+    snap.metrics.frip(a, {"frip_promoter": str(bed), "frip_peaks": str(peaks)})
     theirs = a.obs
     mine = ours.obs.reindex(theirs.index)
     assert not mine["n_fragments"].isna().any() and ours.n_cells == a.n_obs
@@ -78,6 +82,7 @@ def test_snapatac2_agreement(files, ours, tmp_path):
     np.testing.assert_allclose(mine["duplicate_rate"], theirs["frac_dup"], rtol=0, atol=1e-9)
     np.testing.assert_allclose(mine["tsse"], theirs["tsse"], rtol=0, atol=1e-9)
     np.testing.assert_allclose(mine["frac_promoter"], theirs["frip_promoter"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(mine["frip"], theirs["frip_peaks"], rtol=0, atol=1e-9)
     np.testing.assert_array_equal(ours.uns["qc"]["tss_profile"], np.asarray(a.uns["TSS_profile"]))
     assert ours.uns["qc"]["library_tsse"] == pytest.approx(a.uns["library_tsse"], abs=1e-9)
 
@@ -98,14 +103,17 @@ def test_brute_force_metrics(files, vocab, tmp_path):
     """Fragment counts, duplicate rate, nucleosome signal, promoter / TSS fractions by plain loops."""
     frag, gtf = files
     p, df = _small_file(tmp_path, frag)
-    cells = tokenize_fragments(p, vocab, tss=gtf, progress=False)
+    peak_file = files[0].parent / PEAKS[1]
+    cells = tokenize_fragments(p, vocab, tss=gtf, peaks=peak_file, progress=False)
+    pk = pd.read_csv(peak_file, sep="\t", header=None, usecols=[1, 2]).to_numpy()
     tx = _gtf_transcripts(gtf)
     plus = (tx["strand"] == "+").to_numpy()
     tss = np.where(plus, tx["start"], tx["end"] - 1)
     prom_s, prom_e = np.where(plus, tss - 2000, tss - 99), np.where(plus, tss + 100, tss + 2001)
     want = {}
     for c, s, e, b, k in df.itertuples(index=False):
-        r = want.setdefault(b, dict(n=0, reads=0, nfr=0, mono=0, prom=0, tss=0))
+        r = want.setdefault(b, dict(n=0, reads=0, nfr=0, mono=0, prom=0, tss=0, peak=0))
+        r["peak"] += bool(((pk[:, 0] < e) & (s < pk[:, 1])).any())
         r["n"] += 1
         r["reads"] += k
         length = e - s
@@ -125,8 +133,9 @@ def test_brute_force_metrics(files, vocab, tmp_path):
             assert np.isnan(o["nucleosome_signal"])
         assert o["frac_promoter"] == pytest.approx(r["prom"] / r["n"])
         assert o["frac_tss"] == pytest.approx(r["tss"] / r["n"])
+        assert o["frip"] == pytest.approx(r["peak"] / r["n"])
     # qc_metrics (no tokenization) gives the same numbers, and the length histogram is exact
-    alone, lib = qc_metrics(p, gtf, progress=False)
+    alone, lib = qc_metrics(p, gtf, peaks=peak_file, progress=False)
     pd.testing.assert_frame_equal(alone.loc[obs.index].reset_index(drop=True),
                                   obs[alone.columns].reset_index(drop=True), check_dtype=False)
     hist = np.bincount(np.minimum(df["end"] - df["start"], 1000), minlength=1001)
@@ -211,6 +220,7 @@ def test_bad_tss_inputs(files, tmp_path, capsys):
     bed = tmp_path / "tss_chr1.bed"
     bed.write_text("chr1\t1000\t1001\tg1\t0\t+\nchr1\t5000\t5001\tg2\t0\t-\n")
     _assert_fails([*base, "--tss", str(bed)], tmp_path, capsys, "tss_chr1.bed", "no TSS lies on a chromosome")
+    _assert_fails([*base, "--peaks", str(bed)], tmp_path, capsys, "tss_chr1.bed", "no peak lies on a chromosome")
     # a GTF without transcript records
     genes_only = tmp_path / "genes.gtf"
     genes_only.write_text('chr22\tHAVANA\tgene\t100\t2000\t.\t+\t.\tgene_id "G1"; gene_name "A";\n')

@@ -29,7 +29,7 @@ MONO_MAX = 294  # mono-nucleosomal: 147 <= length <= 294 bp
 MAX_LENGTH = 1000  # the length histogram's last bin holds everything longer
 # columns of the per-barcode counter rows: one 64-byte row per barcode, so a fragment
 # touches one cache line of them
-TOTAL, NFR, MONO, PROM, TSS_FRAG, TSS_CENTER, TSS_FLANK = range(7)
+TOTAL, NFR, MONO, PROM, TSS_FRAG, TSS_CENTER, TSS_FLANK, PEAK = range(8)
 N_COUNTERS = 8
 
 
@@ -58,6 +58,30 @@ def _add_insertion(x, lo, hi, tss_pos, tss_fwd, c, acc, profile):
         hit = True
         j += 1
     return hit
+
+
+@njit(nogil=True, cache=True)
+def overlap_block(chrom_codes, starts, ends, cells, lo, hi, iv_s, iv_e, acc, col):
+    """``acc[cell, col] += 1`` for every fragment overlapping one of the disjoint sorted
+    intervals ``iv_s[lo[k]:hi[k]]``, ``iv_e[...]`` of its chromosome k."""
+    for i in range(len(starts)):
+        c = cells[i]
+        if c < 0:
+            continue
+        s = starts[i]
+        e = ends[i]
+        k = chrom_codes[i]
+        a, b = lo[k], hi[k]
+        if a < b and e > s:
+            # the last interval starting before e overlaps [s, e) iff it ends after s
+            while a < b:
+                m = (a + b) >> 1
+                if iv_s[m] < e:
+                    a = m + 1
+                else:
+                    b = m
+            if a > lo[k] and iv_e[a - 1] > s:
+                acc[c, col] += 1
 
 
 @njit(nogil=True, cache=True)

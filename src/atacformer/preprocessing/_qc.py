@@ -14,6 +14,8 @@ Per barcode (the set of SnapATAC2, Zhang 2024, and ArchR, Granja 2021):
 - ``frac_tss``: the fraction of fragments with an insertion within +-2 kb of a TSS;
 - ``frac_promoter``: the fraction of fragments overlapping a promoter, 2 kb upstream to
   100 bp downstream of a TSS (ArchR's default promoter region);
+- ``frip`` (with a peak set): the fraction of fragments overlapping a peak, as
+  ``snap.metrics.frip``;
 - ``nucleosome_signal``: mono-nucleosomal (147-294 bp) over nucleosome-free (< 147 bp)
   fragments (Signac's definition, Stuart 2021), NaN when a barcode has no short fragment.
 
@@ -120,6 +122,39 @@ def _read_tss_bed(p: str, genome):
     return df["chrom"].to_numpy(), df["start"].to_numpy(), df["end"].to_numpy(), np.asarray(strand)
 
 
+def _merged(chrom, start, end):
+    """Disjoint sorted intervals per chromosome: ``(chroms, starts, ends, {chrom: (lo, hi)})``."""
+    df = pd.DataFrame({"chrom": chrom, "start": start, "end": end}).sort_values(["chrom", "start"], kind="stable")
+    s_all, e_all, rng = [], [], {}
+    n = 0
+    for c, g in df.groupby("chrom", sort=False):
+        s, e = g["start"].to_numpy(np.int64), g["end"].to_numpy(np.int64)
+        run_end = np.maximum.accumulate(e)
+        new = np.r_[True, s[1:] >= run_end[:-1]]
+        idx = np.flatnonzero(new)
+        s_all.append(s[new])
+        e_all.append(np.maximum.reduceat(run_end, idx))
+        rng[c] = (n, n + len(idx))
+        n += len(idx)
+    return np.concatenate(s_all), np.concatenate(e_all), rng
+
+
+class PeakIndex:
+    """A peak set (BED / narrowPeak) as disjoint sorted intervals per chromosome."""
+
+    def __init__(self, path):
+        from atacformer.io.bed import read_bed
+
+        self.source = os.fspath(path)
+        df = read_bed(self.source)
+        self.s, self.e, self.range = _merged(df["chrom"].to_numpy(), df["start"].to_numpy(), df["end"].to_numpy())
+
+    def tables(self, chroms):
+        lo = np.array([self.range.get(c, (0, 0))[0] for c in chroms], np.int64)
+        hi = np.array([self.range.get(c, (0, 0))[1] for c in chroms], np.int64)
+        return lo, hi
+
+
 class TssIndex:
     """TSSs and promoters per chromosome in the sorted arrays :func:`atacformer._core.qc.qc_block` reads."""
 
@@ -186,13 +221,16 @@ class QCCounters:
         promoter fraction).
     """
 
-    def __init__(self, tss=None, *, genome=None):
+    def __init__(self, tss=None, *, genome=None, peaks=None):
         if tss is not None and not isinstance(tss, TssIndex):
             tss = TssIndex.from_file(tss, genome=genome)
         self.tss = tss
+        self.peaks = PeakIndex(peaks) if peaks is not None and not isinstance(peaks, PeakIndex) else peaks
+        self._peak_tables = None
         self.n = 0
         self._names = {"n_total": _qc.TOTAL, "n_nfr": _qc.NFR, "n_mono": _qc.MONO, "n_prom": _qc.PROM,
-                       "n_tss_frag": _qc.TSS_FRAG, "tss_center": _qc.TSS_CENTER, "tss_flank": _qc.TSS_FLANK}
+                       "n_tss_frag": _qc.TSS_FRAG, "tss_center": _qc.TSS_CENTER, "tss_flank": _qc.TSS_FLANK,
+                       "n_peak": _qc.PEAK}
         self.acc = np.zeros((1024, _qc.N_COUNTERS), np.int64)
         self.profile = np.zeros(2 * _qc.FLANK + 1, np.int64)
         self.length_hist = np.zeros(_qc.MAX_LENGTH + 1, np.int64)
@@ -228,9 +266,17 @@ class QCCounters:
         counts = fb.counts if fb.counts is not None else self._empty
         _qc.qc_block(fb.chrom_codes, fb.starts, fb.ends, counts, cells, tlo, thi, pos, fwd, plo, phi, ps, pe,
                      self.acc, self.profile, self.length_hist)
+        if self.peaks is not None:
+            if self._peak_tables is None or len(self._peak_tables[0]) != len(fb.chroms):
+                self._peak_tables = self.peaks.tables(fb.chroms)
+            _qc.overlap_block(fb.chrom_codes, fb.starts, fb.ends, cells, *self._peak_tables, self.peaks.s,
+                              self.peaks.e, self.acc, _qc.PEAK)
 
     def check(self, path) -> None:
-        """Refuse a TSS annotation that shares no chromosome with the fragments."""
+        """Refuse a TSS annotation or a peak set that shares no chromosome with the fragments."""
+        if self.peaks is not None and not set(self.chroms_seen) & set(self.peaks.range):
+            raise InputFormatError(self.peaks.source, f"no peak lies on a chromosome of the fragments file "
+                                   f"{os.fspath(path)}; is the peak set of the same genome?")
         if self.tss is None:
             return
         if not set(self.chroms_seen) & set(self.tss.chroms):
@@ -260,6 +306,8 @@ class QCCounters:
                 cols["tsse"] = (g("tss_center") / (2 * _qc.CENTER + 1)) / (g("tss_flank") / (2 * _qc.EDGE) + 0.1)
                 cols["frac_tss"] = np.where(nf > 0, g("n_tss_frag") / np.maximum(nf, 1), np.nan)
                 cols["frac_promoter"] = np.where(nf > 0, g("n_prom") / np.maximum(nf, 1), np.nan)
+            if self.peaks is not None:
+                cols["frip"] = np.where(nf > 0, g("n_peak") / np.maximum(nf, 1), np.nan)
             nfr, mono = g("n_nfr"), g("n_mono")
             cols["nucleosome_signal"] = np.where(nfr > 0, mono / np.maximum(nfr, 1), np.nan)
             tot = g("n_total")
@@ -344,7 +392,7 @@ def call_cells(obs: pd.DataFrame, *, min_fragments: int = 0, min_tsse: float | N
     return keep
 
 
-def qc_metrics(fragments, tss=None, *, genome=None, barcodes=None, block_bytes=None, progress=None):
+def qc_metrics(fragments, tss=None, *, genome=None, barcodes=None, peaks=None, block_bytes=None, progress=None):
     """QC metrics of every barcode of a fragments file, in one pass (no tokenization).
 
     Parameters
@@ -359,6 +407,8 @@ def qc_metrics(fragments, tss=None, *, genome=None, barcodes=None, block_bytes=N
     barcodes
         Only these barcodes (rows in this order); ``None``: every barcode, in order of first
         appearance.
+    peaks
+        BED / narrowPeak of peaks: adds ``frip``, the fraction of fragments overlapping one.
 
     Returns
     -------
@@ -375,7 +425,7 @@ def qc_metrics(fragments, tss=None, *, genome=None, barcodes=None, block_bytes=N
     from atacformer.io.fragments import FragmentReader
 
     p = os.fspath(fragments)
-    q = QCCounters(tss, genome=genome)
+    q = QCCounters(tss, genome=genome, peaks=peaks)
     reader = FragmentReader(p, block_bytes=block_bytes or DEFAULT_BLOCK_BYTES, counts=True)
     wl = None if barcodes is None else pd.Index(list(barcodes))
     lut = np.zeros(0, np.int64)

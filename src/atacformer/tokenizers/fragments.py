@@ -242,7 +242,7 @@ def _norm(c: str) -> str:
 def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, min_fragments: int = 0,
                        mode: str = "fragment", block_bytes: int = DEFAULT_BLOCK_BYTES, threads: int = 1,
                        progress: bool | None = None, qc: bool = False, tss=None, min_tsse: float | None = None,
-                       knee: bool = False) -> TokenizedCells:
+                       knee: bool = False, peaks=None) -> TokenizedCells:
     """Tokenize a fragments file into a cells x vocabulary count matrix.
 
     Parameters
@@ -274,6 +274,9 @@ def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, m
         GTF or TSS BED (see :func:`atacformer.pp.read_tss`); implies ``qc``.
     min_tsse
         Drop cells with a lower TSS enrichment (needs ``tss``).
+    peaks
+        BED / narrowPeak of peaks: ``obs["frip"]``, the fraction of each cell's fragments
+        overlapping one (implies ``qc``).
     knee
         Drop the barcodes below the knee of the barcode-rank curve
         (:func:`atacformer.pp.knee_threshold`), on top of ``min_fragments``.
@@ -299,10 +302,10 @@ def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, m
         barcodes = read_barcodes(barcodes)
     g = get_genome(genome) if genome is not None else (get_genome(vocab.genome) if vocab.genome else None)
     qcc = None
-    if qc or tss is not None:
+    if qc or tss is not None or peaks is not None:
         from atacformer.preprocessing._qc import QCCounters
 
-        qcc = QCCounters(tss, genome=g)  # the TSS file is read (and checked) before the fragments
+        qcc = QCCounters(tss, genome=g, peaks=peaks)  # the TSS file is read (and checked) before the fragments
     reader = FragmentReader(p, block_bytes=block_bytes, threads=threads, counts=qcc is not None)
     m = _BlockMapper(vocab, g, barcodes, reader, whitelist_path)
     sums = _sums.PairSums(vocab.n_regions, merge_min_entries=MERGE_MIN_ENTRIES)

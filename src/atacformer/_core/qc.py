@@ -18,7 +18,6 @@ are the tokenizer's own.
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 FLANK = 2000  # the TSS profile covers offsets -FLANK..+FLANK

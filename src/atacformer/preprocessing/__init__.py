@@ -13,8 +13,9 @@ from atacformer.preprocessing._qc import (
 
 _LAZY = {"AUTO_SCALE", "auto_scale_factor", "inverse_document_frequency", "tfidf", "tfidf_matrix"}
 
-__all__ = sorted({"QC_COLUMNS", "WINDOWS", "call_cells", "doublet_scores", "gene_activity", "gene_windows",
-                  "knee_threshold", "qc_metrics", "read_tss"} | _LAZY)
+__all__ = ["AUTO_SCALE", "QC_COLUMNS", "WINDOWS", "auto_scale_factor", "call_cells", "doublet_scores",
+           "gene_activity", "gene_windows", "inverse_document_frequency", "knee_threshold", "qc_metrics",
+           "read_tss", "tfidf", "tfidf_matrix"]
 
 
 def __getattr__(name):

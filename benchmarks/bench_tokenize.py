@@ -17,9 +17,18 @@ in ``with_imports_s``); each method runs ``--repeat`` times and the best run is 
 repeated 4 times (4x the fragments, the same non-zeros), to show that memory does not grow
 with the number of fragments beyond the output matrix.
 
+With ``--atlas`` it times instead the whole command line, end to end, on an atlas-size file
+(30 copies of the muon file, each with its own barcode suffix and positions jittered by up
+to 2 kb, position-sorted: 11 M fragments, 735,240 barcodes, most of them background): the
+``atacformer tokenize F --genome hg38 --bins 5000 --min-fragments 1 -o out.h5ad`` CLI
+(``cli``: imports, tokenization, AnnData, write), the same with cell calling by the knee and
+QC against a GTF (``cli_qc``), gtars' ``tokenize_fragment_file`` with its import and
+``Tokenizer.from_bed`` (``gtars``, ``with_imports_s``) and the decompress floor, in one run.
+
 Usage::
 
     python benchmarks/bench_tokenize.py [--n-fragments 10000000] [--out benchmarks/out]
+    python benchmarks/bench_tokenize.py --atlas [--atlas-file /tmp/atlas.tsv.gz] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -65,6 +74,38 @@ def make_file(n_target: int, path: Path, seed: int = 0) -> Path:
         parts.append(pd.DataFrame({"chrom": df["chrom"].to_numpy()[ok], "start": s[ok], "end": e[ok],
                                    "barcode": bc[ok], "count": rng.integers(1, 4, ok.sum())}))
     out = pd.concat(parts, ignore_index=True).iloc[:n_target]
+    out["chrom"] = pd.Categorical(out["chrom"].astype(str), categories=CHROMS, ordered=True)
+    out = out.sort_values(["chrom", "start", "end"], kind="stable")
+    tmp = path.with_suffix(".tmp")
+    with gzip.open(tmp, "wt", compresslevel=4) as f:
+        out.to_csv(f, sep="\t", header=False, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def make_atlas_file(path: Path, copies: int = 30, jitter: int = 2000, seed: int = 0) -> Path:
+    """``copies`` copies of the muon file, copy r's barcodes suffixed ``-r``, each fragment
+    shifted by a uniform integer in [-jitter, jitter] (kept within its chromosome), sorted by
+    position; the count column is kept."""
+    if path.exists():
+        return path
+    from atacformer.genome import get_genome
+
+    sizes = get_genome("hg38").chrom_sizes
+    df = pd.read_csv(MUON, sep="\t", header=None, comment="#", names=["chrom", "start", "end", "barcode", "count"],
+                     dtype={"chrom": "category", "barcode": str})
+    df = df[df["chrom"].isin(CHROMS)]
+    lim = df["chrom"].map(sizes).astype(np.int64).to_numpy()
+    rng = np.random.default_rng(seed)
+    parts = []
+    for r in range(copies):
+        shift = rng.integers(-jitter, jitter + 1, len(df))
+        s, e = df["start"].to_numpy() + shift, df["end"].to_numpy() + shift
+        ok = (s >= 0) & (e <= lim)
+        parts.append(pd.DataFrame({"chrom": df["chrom"].to_numpy()[ok], "start": s[ok], "end": e[ok],
+                                   "barcode": df["barcode"].to_numpy()[ok] + f"-{r}",
+                                   "count": df["count"].to_numpy()[ok]}))
+    out = pd.concat(parts, ignore_index=True)
     out["chrom"] = pd.Categorical(out["chrom"].astype(str), categories=CHROMS, ordered=True)
     out = out.sort_values(["chrom", "start", "end"], kind="stable")
     tmp = path.with_suffix(".tmp")
@@ -146,7 +187,44 @@ def run_snapatac2(frag, _):
     return {"cells": a.n_obs, "nnz": int(a.X.nnz), "sum": int(a.X.sum()), "work_s": work}
 
 
-METHODS = {"decompress": run_decompress, "floor": run_floor, "atacformer": run_atacformer,
+def _cli(frag, extra):
+    """The ``atacformer tokenize`` command in this process, from its imports to the written file."""
+    import tempfile
+
+    t = time.perf_counter()
+    from atacformer.cli import main
+
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as d:
+        out = os.path.join(d, "out.h5ad")
+        rc = main(["tokenize", str(frag), "--genome", "hg38", "--bins", "5000", "-o", out, *extra])
+        assert rc == 0
+        work = time.perf_counter() - t
+        import h5py
+
+        with h5py.File(out, "r") as f:
+            cells = int(f["obs"]["_index"].shape[0])
+    return {"cells": cells, "work_s": work}
+
+
+def run_cli(frag, _):
+    return _cli(frag, ["--min-fragments", "1"])
+
+
+def run_cli_qc(frag, _):
+    gtf = os.environ.get("BENCH_GTF")
+    return _cli(frag, ["--knee", "--qc"] + (["--tss", gtf] if gtf else []))
+
+
+def run_gtars_e2e(frag, bed):
+    t = time.perf_counter()
+    from gtars.tokenizers import Tokenizer, tokenize_fragment_file
+
+    tok = Tokenizer.from_bed(str(bed))
+    r = tokenize_fragment_file(str(frag), tok)
+    return {"cells": len(r), "work_s": time.perf_counter() - t}
+
+
+METHODS = {"cli": run_cli, "cli_qc": run_cli_qc, "gtars_e2e": run_gtars_e2e, "decompress": run_decompress, "floor": run_floor, "atacformer": run_atacformer,
            "atacformer_insertion": run_atacformer_insertion, "gtars": run_gtars, "snapatac2": run_snapatac2}
 
 
@@ -173,9 +251,16 @@ def main():
     ap.add_argument("--methods", default="decompress,floor,atacformer,atacformer_insertion,gtars,snapatac2")
     ap.add_argument("--repeat", type=int, default=3, help="runs per method (fresh processes); the best is reported")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--atlas", action="store_true", help="the end-to-end CLI benchmark on the 735k-barcode file")
+    ap.add_argument("--atlas-file", default="/tmp/atlas_muon_x30.tsv.gz", help="where the atlas file is built once")
+    ap.add_argument("--gtf", default=str(REPO / ".." / "shared" / "data" / "genome_annotations" / "hg38" /
+                                         "hg38_gencode_tss_unique.bed.gz"),
+                    help="TSS annotation for cli_qc (a GTF or a TSS BED; default the hg38 GENCODE TSS BED)")
     a = ap.parse_args()
     if a.child:
         return child(*a.child)
+    if a.atlas:
+        return atlas(a)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     frag = make_file(a.n_fragments, out / f"muon_x_{a.n_fragments}.tsv.gz")
@@ -250,6 +335,44 @@ def main():
     machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     (out / "bench_tokenize.json").write_text(json.dumps({"machine": machine, "results": results, "scaling": scale},
                                                         indent=2))
+
+
+def atlas(a):
+    """End to end on the atlas file: the CLI vs gtars (imports included) vs the decompress floor."""
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    frag = make_atlas_file(Path(a.atlas_file))
+    bed = bins_bed(out / "hg38_5kb_bins.bed")
+    os.environ["BENCH_GTF"] = a.gtf
+    methods = a.methods.split(",") if a.methods != ap_default_methods() else ["decompress", "cli", "cli_qc", "gtars_e2e"]
+    measure("atacformer", MUON, bed)  # numba caches compiled
+    runs: dict[str, list] = {m: [] for m in methods}
+    for r in range(a.repeat):
+        for m in methods:
+            runs[m].append(measure(m, frag, bed))
+            print(f"round {r + 1}", m, runs[m][-1], flush=True)
+    best = {m: min(v, key=lambda x: x["seconds"]) for m, v in runs.items()}
+    rows = []
+    for m, r in best.items():
+        rows.append({"method": m, "best_s": round(r["seconds"], 2),
+                     "runs_s": [round(x["seconds"], 2) for x in runs[m]],
+                     "peak_rss_mb": round(max(x["peak_rss_mb"] for x in runs[m])), "cells": r.get("cells", r.get("lines"))})
+    table = pd.DataFrame(rows)
+    ratios = {}
+    if "cli" in best:
+        for m in ("gtars_e2e", "decompress"):
+            if m in best:
+                ratios[f"{m} / cli"] = round(best[m]["seconds"] / best["cli"]["seconds"], 2)
+                ratios[f"cli / {m}"] = round(best["cli"]["seconds"] / best[m]["seconds"], 2)
+    print(table.to_string(index=False))
+    print(json.dumps(ratios))
+    machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0], "load": os.getloadavg()}
+    (out / "bench_tokenize_atlas.json").write_text(json.dumps({"machine": machine, "file": str(frag),
+                                                              "runs": runs, "ratios": ratios}, indent=2))
+
+
+def ap_default_methods():
+    return "decompress,floor,atacformer,atacformer_insertion,gtars,snapatac2"
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ def _vocab_from_args(args):
 
 
 def cmd_tokenize(args) -> int:
-    import anndata as ad
     import pandas as pd
 
     from atacformer.tokenizers import tokenize_paths
@@ -39,17 +38,31 @@ def cmd_tokenize(args) -> int:
     elif Path(out).exists() and not (Path(out) / "manifest.json").exists():
         raise AtacformerError(f"{out} exists and is not a corpus folder; name a new folder, an existing corpus "
                               "(to append to it) or an .h5ad file")
+    from atacformer._qc_cli import qc_finish, qc_options
+
+    qc_opts = qc_options(args)
     vocab = _vocab_from_args(args)
     log.info("vocabulary: %r", vocab)
     results = []
     if out.endswith(".h5ad"):
         for name, cells in tokenize_paths(args.inputs, vocab, genome=args.genome, barcodes=args.barcodes,
                                            min_fragments=args.min_fragments, mode=args.mode,
-                                           input_type=args.input_type):
+                                           input_type=args.input_type, **qc_opts):
+            if len(args.inputs) == 1 and not (args.doublets or args.qc_plots):  # written without an AnnData
+                from atacformer.tokenizers._h5ad import write_cells_h5ad
+
+                cells.obs["dataset"] = pd.Categorical.from_codes(np.zeros(cells.n_cells, np.int8), [name])
+                _report(name, cells)
+                write_cells_h5ad(cells, out)
+                print(f"wrote {out}")
+                return 0
             a = cells.to_anndata()
+            qc_finish(args, a, name)
             a.obs["dataset"] = name
             results.append(a)
             _report(name, cells)
+        import anndata as ad
+
         adata = results[0] if len(results) == 1 else ad.concat(results, merge="first", uns_merge="first",
                                                                 index_unique=None)
         if not adata.obs_names.is_unique:
@@ -64,7 +77,7 @@ def cmd_tokenize(args) -> int:
         corpus = Corpus.open(out) if (Path(out) / "manifest.json").exists() else None
         for name, cells in tokenize_paths(args.inputs, vocab, genome=args.genome, barcodes=args.barcodes,
                                            min_fragments=args.min_fragments, mode=args.mode,
-                                           input_type=args.input_type):
+                                           input_type=args.input_type, **qc_opts):
             if corpus is None:
                 corpus = Corpus.create(out, vocab)
             corpus.append(cells.X, obs=cells.obs, dataset=name)
@@ -295,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--input-type", choices=["fragments", "matrix", "bed"], help="override input type detection")
     t.add_argument("-o", "--output", required=True, help="OUT.h5ad or a corpus directory")
     t.add_argument("--overwrite", action="store_true", help="replace an existing OUT.h5ad")
+    from atacformer._qc_cli import add_qc_arguments
+
+    add_qc_arguments(t)
     t.set_defaults(func=cmd_tokenize)
 
     ga = sub.add_parser("gene-activity", help="fragments / peak matrix -> cells x genes activity (.h5ad)",

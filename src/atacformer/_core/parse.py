@@ -332,8 +332,11 @@ def _uint_field(buf, i, n):
 
 @njit(nogil=True, cache=True)
 def parse_fragments(buf, pos, row, lines, chrom_out, start_out, end_out, bc_a, bc_b,
-                    c_rows, c_off, c_arena, c_state):
+                    c_rows, c_off, c_arena, c_state, count_out=None):
     """Parse lines of ``buf`` from byte ``pos``; fill outputs from index ``row``.
+
+    With ``count_out``, the optional fifth field (the 10x duplicate count) is read too: an
+    unsigned integer, 1 when the line has four fields; anything else there is a bad line.
 
     Barcodes are returned as byte spans ``buf[bc_a[r]:bc_b[r]]`` and given ids afterwards by
     :func:`find_keys` / :func:`insert_keys`: a separate loop of independent probes is about
@@ -376,6 +379,20 @@ def parse_fragments(buf, pos, row, lines, chrom_out, start_out, end_out, bc_a, b
         if i == ba or s > e:
             return BAD, line, row, lines
         bb = i
+        if count_out is not None:
+            cnt = np.int64(1)
+            if i < n and buf[i] == 9:
+                j = _find_sep(buf, i + 1, n, True)
+                if j == i + 1 or j - i - 1 > 18:
+                    return BAD, line, row, lines
+                cnt = np.int64(0)
+                for q in range(i + 1, j):
+                    d = buf[q]
+                    if d < 48 or d > 57:
+                        return BAD, line, row, lines
+                    cnt = cnt * 10 + (d - 48)
+                i = j
+            count_out[row] = cnt
         c = -1
         if pc >= 0 and cb - ca == pc_b - pc_a:
             c = pc
@@ -407,6 +424,21 @@ def _rows(n: int) -> np.ndarray:
     return raw[skip: skip + 4 * n].reshape(n, 4)
 
 
+@njit(nogil=True, cache=True)
+def _fixed_width(arena, off, start, n, out):
+    """Copy keys ``start..n-1`` into the rows of ``out`` (uint8, zero padded); returns whether
+    every byte is ASCII."""
+    ascii_only = True
+    for k in range(start, n):
+        a = off[k]
+        for j in range(off[k + 1] - a):
+            b = arena[a + j]
+            out[k - start, j] = b
+            if b >= 128:
+                ascii_only = False
+    return ascii_only
+
+
 class KeyTable:
     """Growable exact hash table of byte strings -> dense ids (first-appearance order)."""
 
@@ -429,11 +461,29 @@ class KeyTable:
         old, self.rows = self.rows, _rows(2 * len(self.rows))
         _rehash(old, self.rows, self.off, self.arena)
 
+    def keys_array(self, start: int = 0) -> np.ndarray | None:
+        """Keys with ids ``start..`` as a numpy unicode array, built without a Python loop;
+        ``None`` when a key is not plain ASCII (or ends in a NUL byte), for :meth:`keys`."""
+        n = len(self)
+        if start >= n:
+            return np.empty(0, dtype="U1")
+        lens = np.diff(self.off[start:n + 1])
+        width = max(int(lens.max()), 1)
+        buf = np.zeros((n - start, width), np.uint8)
+        if not _fixed_width(self.arena, self.off, start, n, buf):
+            return None
+        if (buf[np.arange(n - start), lens - 1] == 0).any():  # fixed-width bytes drop trailing NULs
+            return None
+        return buf.view(f"S{width}").ravel().astype(f"U{width}")
+
     def keys(self, start: int = 0) -> list[str]:
         """Keys with ids ``start..`` as strings."""
         n = len(self)
         if start >= n:
             return []
+        arr = self.keys_array(start)
+        if arr is not None:
+            return arr.tolist()
         off = self.off[start:n + 1]
         text = self.arena[off[0]:off[-1]].tobytes()
         rel = (off - off[0]).tolist()

@@ -39,6 +39,7 @@ class FragmentBlock:
     ends: np.ndarray  # (n,) int64
     barcode_codes: np.ndarray  # (n,) int64, file-wide barcode ids
     text: bytes | memoryview  # the raw lines, kept for line-exact diagnostics
+    counts: np.ndarray | None = None  # (n,) int64, the fifth (duplicate count) column, when read
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -71,6 +72,10 @@ class FragmentReader:
         Size of each text block (bounds the reader's memory).
     threads
         Decompression threads (ISA-L, in the background); 0 decompresses in the calling thread.
+    counts
+        Also read the optional fifth column (the number of read pairs behind each fragment,
+        1 where absent) into :attr:`FragmentBlock.counts`; a fifth field that is not an
+        unsigned integer is then an error.
 
     Raises
     ------
@@ -84,8 +89,9 @@ class FragmentReader:
     >>> n = sum(len(b) for b in r); barcodes = r.barcodes()  # doctest: +SKIP
     """
 
-    def __init__(self, path, block_bytes: int = DEFAULT_BLOCK_BYTES, threads: int = 1):
+    def __init__(self, path, block_bytes: int = DEFAULT_BLOCK_BYTES, threads: int = 1, counts: bool = False):
         self.path = os.fspath(path)
+        self.read_counts = counts
         self.block_bytes = block_bytes
         self.threads = threads
         self._chroms = KeyTable(capacity=64, arena_bytes=1 << 12)
@@ -102,13 +108,19 @@ class FragmentReader:
         """Barcodes seen so far with ids ``start..`` (all by default)."""
         return self._barcodes.keys(start)
 
+    def barcodes_array(self) -> np.ndarray:
+        """All barcodes seen so far as a numpy string array (the fast form of :meth:`barcodes`)."""
+        arr = self._barcodes.keys_array()
+        return arr if arr is not None else np.asarray(self._barcodes.keys(), dtype=object)
+
     def chroms(self) -> list[str]:
         """Chromosomes seen so far (normalised names), in order of first appearance."""
         return list(self._chrom_names)
 
     def _outputs(self, n: int):
-        return (np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64),
-                np.empty(n, np.int64), np.empty(n, np.int64))
+        out = (np.empty(n, np.int32), np.empty(n, np.int64), np.empty(n, np.int64),
+               np.empty(n, np.int64), np.empty(n, np.int64))
+        return out + (np.empty(n, np.int64),) if self.read_counts else out
 
     def _parse(self, piece, first_line: int) -> tuple[FragmentBlock, int]:
         """Parse one piece of whole lines; returns the block and the number of lines read."""
@@ -117,7 +129,8 @@ class FragmentReader:
         out = self._outputs(int(len(buf) / (0.8 * self._bytes_per_line)) + 64)
         pos = row = lines = 0
         while True:
-            status, pos, row, lines = parse_fragments(buf, pos, row, lines, *out, *self._chroms.arrays())
+            status, pos, row, lines = parse_fragments(buf, pos, row, lines, *out[:5], *self._chroms.arrays(),
+                                                      *out[5:])
             if status == OK:
                 break
             if status == GROW:
@@ -129,7 +142,7 @@ class FragmentReader:
                 out = bigger
             else:
                 self._fail(piece, first_line, pos, lines)
-        codes, starts, ends, bc_a, bc_b = out
+        codes, starts, ends, bc_a, bc_b = out[:5]
         bt = self._barcodes
         bcs = np.empty(row, np.int64)
         r = 0 if find_keys(buf, bc_a, bc_b, row, bt.rows, bt.off, bt.arena, bcs) else -1
@@ -144,14 +157,17 @@ class FragmentReader:
         self._bytes_per_line = max(8.0, self._bytes_seen / max(self._lines_seen, 1))
         fb = FragmentBlock(path=self.path, first_line=first_line, chroms=list(self._chrom_names),
                            chrom_codes=codes[:row], starts=starts[:row], ends=ends[:row],
-                           barcode_codes=bcs, text=piece)
+                           barcode_codes=bcs, text=piece, counts=out[5][:row] if self.read_counts else None)
         return fb, lines
 
     def _fail(self, piece, first_line: int, pos: int, lines: int):
         block = bytes(piece)
         end = block.find(b"\n", pos)
         text = block[pos:end if end >= 0 else len(block)].rstrip(b"\r").decode("utf-8", "replace")
-        res = _check_fragment(text.split("\t"))
+        fields = text.split("\t")
+        res = _check_fragment(fields)
+        if res is None and self.read_counts and len(fields) > 4 and not (fields[4].isdigit() and len(fields[4]) <= 18):
+            res = "the fifth column (duplicate count) is not an unsigned integer", fields[4]
         msg, value = res if res is not None else (f"malformed line; expected '{_COLUMNS}'", text)
         raise InputFormatError(self.path, msg, line=first_line + lines, value=value)
 

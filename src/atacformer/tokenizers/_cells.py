@@ -36,6 +36,7 @@ class TokenizedCells:
     barcodes: np.ndarray
     vocab: Vocabulary
     obs: pd.DataFrame = field(default=None)
+    uns: dict = field(default_factory=dict)  # unstructured results (e.g. ``uns["qc"]``), copied to AnnData
 
     def __post_init__(self):
         if self.obs is None:
@@ -62,11 +63,15 @@ class TokenizedCells:
         a.uns["atacformer_vocab"] = {"hash": self.vocab.region_hash(), "genome": self.vocab.genome or "",
                                      "bin_size": int(self.vocab.bin_size or 0),
                                      "special_tokens": list(self.vocab.special_tokens)}
+        a.uns.update(self.uns)
         return a
 
     def write_h5ad(self, path) -> None:
-        """Write :meth:`to_anndata` atomically (temporary file, then rename)."""
-        write_h5ad_atomic(self.to_anndata(), path)
+        """Write what :meth:`to_anndata` builds, atomically (temporary file, then rename), with
+        h5py alone (:func:`atacformer.tokenizers._h5ad.write_cells_h5ad`)."""
+        from atacformer.tokenizers._h5ad import write_cells_h5ad
+
+        write_cells_h5ad(self, path)
 
     def summary(self) -> dict:
         nnz = np.diff(self.X.indptr)

@@ -94,8 +94,11 @@ def peak_vocabulary(source) -> Vocabulary:
 
 
 def tokenize_paths(inputs, vocab: Vocabulary, *, genome=None, barcodes=None, min_fragments: int = 0,
-                   mode: str = "fragment", input_type: str | None = None):
+                   mode: str = "fragment", input_type: str | None = None, **fragments_options):
     """Tokenize each input into ``vocab``; yields ``(dataset_name, TokenizedCells)``.
+
+    ``fragments_options`` (``qc``, ``tss``, ``min_tsse``, ``knee``) go to
+    :func:`~atacformer.tokenizers.tokenize_fragments` for fragments inputs.
 
     Fragments files and peak matrices give one item each; all BED files together give one
     item named ``"bed"`` with one row per file. A corpus cannot be tokenized again.
@@ -112,7 +115,8 @@ def tokenize_paths(inputs, vocab: Vocabulary, *, genome=None, barcodes=None, min
         kind = input_kind(path, input_type)
         if kind == "fragments":
             yield dataset_name(path), tokenize_fragments(path, vocab, genome=genome, barcodes=barcodes,
-                                                         min_fragments=min_fragments, mode=mode)
+                                                         min_fragments=min_fragments, mode=mode,
+                                                         **fragments_options)
         elif kind == "matrix":
             yield dataset_name(path), tokenize_peak_matrix(path, vocab, genome=genome)
         elif kind == "bed":

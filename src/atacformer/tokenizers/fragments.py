@@ -88,7 +88,7 @@ class _BlockMapper:
         return len(self.wl) if self.fixed else self.reader.n_barcodes
 
     def barcodes(self) -> np.ndarray:
-        return np.asarray(list(self.wl) if self.fixed else self.reader.barcodes(), dtype=object)
+        return np.asarray(list(self.wl), dtype=object) if self.fixed else self.reader.barcodes_array()
 
     def cells(self, fb: FragmentBlock) -> np.ndarray:
         if not self.fixed:  # rows are the file's barcodes in first-appearance order
@@ -241,7 +241,8 @@ def _norm(c: str) -> str:
 
 def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, min_fragments: int = 0,
                        mode: str = "fragment", block_bytes: int = DEFAULT_BLOCK_BYTES, threads: int = 1,
-                       progress: bool | None = None) -> TokenizedCells:
+                       progress: bool | None = None, qc: bool = False, tss=None, min_tsse: float | None = None,
+                       knee: bool = False, peaks=None) -> TokenizedCells:
     """Tokenize a fragments file into a cells x vocabulary count matrix.
 
     Parameters
@@ -264,6 +265,21 @@ def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, m
     mode
         ``"fragment"`` (each fragment counts once per overlapped region) or ``"insertion"``
         (both Tn5 insertion sites count, as SnapATAC2's tile matrix).
+    qc
+        Compute cell QC metrics in the same pass (:mod:`atacformer.preprocessing._qc`):
+        ``obs`` gets ``duplicate_rate`` and ``nucleosome_signal``, and with ``tss`` also
+        ``tsse``, ``frac_tss`` and ``frac_promoter``; ``uns["qc"]`` the library-level fragment
+        length histogram, TSS profile and barcode-rank curve (for :func:`atacformer.pl.qc`).
+    tss
+        GTF or TSS BED (see :func:`atacformer.pp.read_tss`); implies ``qc``.
+    min_tsse
+        Drop cells with a lower TSS enrichment (needs ``tss``).
+    peaks
+        BED / narrowPeak of peaks: ``obs["frip"]``, the fraction of each cell's fragments
+        overlapping one (implies ``qc``).
+    knee
+        Drop the barcodes below the knee of the barcode-rank curve
+        (:func:`atacformer.pp.knee_threshold`), on top of ``min_fragments``.
 
     Returns
     -------
@@ -277,13 +293,20 @@ def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, m
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if min_tsse is not None and tss is None:
+        raise ValueError("min_tsse needs a TSS annotation: pass tss= (a GTF or a TSS BED)")
     p = os.fspath(path)
     whitelist_path = None
     if isinstance(barcodes, (str, os.PathLike)):
         whitelist_path = os.fspath(barcodes)
         barcodes = read_barcodes(barcodes)
     g = get_genome(genome) if genome is not None else (get_genome(vocab.genome) if vocab.genome else None)
-    reader = FragmentReader(p, block_bytes=block_bytes, threads=threads)
+    qcc = None
+    if qc or tss is not None or peaks is not None:
+        from atacformer.preprocessing._qc import QCCounters
+
+        qcc = QCCounters(tss, genome=g, peaks=peaks)  # the TSS file is read (and checked) before the fragments
+    reader = FragmentReader(p, block_bytes=block_bytes, threads=threads, counts=qcc is not None)
     m = _BlockMapper(vocab, g, barcodes, reader, whitelist_path)
     sums = _sums.PairSums(vocab.n_regions, merge_min_entries=MERGE_MIN_ENTRIES)
     n_frag = np.zeros(0, dtype=np.int64)
@@ -311,6 +334,8 @@ def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, m
                 n_landed += int(np.count_nonzero(hit))
         else:
             sums.add_keys(keys)
+        if qcc is not None:
+            qcc.add(fb, cell, n_cells_now)
         if vocab.bin_size is not None:  # bins tile their chromosomes: per-chromosome line counts
             per_chrom = np.bincount(fb.chrom_codes, minlength=len(fb.chroms))
             if len(per_chrom) > len(chrom_lines):
@@ -330,13 +355,37 @@ def tokenize_fragments(path, vocab: Vocabulary, *, genome=None, barcodes=None, m
     X = sums.csr(n_cells)
     _check_landing(p, vocab, n_lines, n_landed, X.nnz, reader.chroms(), whitelisted=m.fixed)
     names = m.barcodes()
-    keep = np.flatnonzero(n_frag >= min_fragments) if min_fragments > 0 else np.arange(n_cells)
+    uns = {}
+    if qcc is not None:
+        from atacformer.preprocessing._qc import call_cells, knee_threshold
+
+        qcc.check(p)
+        lib = qcc.library(n_frag)
+        metrics = qcc.metrics(n_frag)
+        keep_mask = call_cells(metrics, min_fragments=min_fragments, min_tsse=min_tsse, knee=knee)
+        keep = np.flatnonzero(keep_mask)
+        lib["knee"] = int(knee_threshold(n_frag)) if knee else -1
+        lib["min_fragments"], lib["min_tsse"] = int(min_fragments), float(min_tsse if min_tsse is not None else np.nan)
+        uns["qc"] = lib
+    else:
+        metrics = None
+        if knee:
+            from atacformer.preprocessing._qc import knee_threshold
+
+            min_fragments = max(min_fragments, knee_threshold(n_frag))
+        keep = np.flatnonzero(n_frag >= min_fragments) if min_fragments > 0 else np.arange(n_cells)
     if len(keep) < n_cells:
         X, names, n_frag = X[keep], names[keep], n_frag[keep]
-    cells = TokenizedCells(X=X.astype(np.int32), barcodes=names, vocab=vocab)
+        if metrics is not None:
+            metrics = metrics.iloc[keep]
+    cells = TokenizedCells(X=X.astype(np.int32), barcodes=names, vocab=vocab, uns=uns)
     cells.obs["n_fragments"] = n_frag
+    if metrics is not None:
+        for col in metrics.columns.drop("n_fragments"):
+            cells.obs[col] = metrics[col].to_numpy()
     log.info("%s: %d cells, %d fragments, %d tokens", p, cells.n_cells, int(n_frag.sum()), X.nnz)
     if cells.n_cells == 0:
         raise InputFormatError(p, f"no cell passed the filters (min_fragments={min_fragments}, "
+                               f"min_tsse={min_tsse}, knee={knee}, "
                                f"whitelist={'yes' if barcodes is not None else 'no'})")
     return cells

@@ -1,0 +1,43 @@
+"""The h5py-only .h5ad writer reads back, through anndata, as what anndata itself writes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from atacformer.tokenizers import tokenize_fragments
+from atacformer.tokenizers._h5ad import write_cells_h5ad
+from atacformer.vocab import Vocabulary
+
+
+def _same(x, y, where=""):
+    assert type(x) is type(y), (where, type(x), type(y))
+    if isinstance(x, dict):
+        assert x.keys() == y.keys(), where
+        for k in x:
+            _same(x[k], y[k], f"{where}/{k}")
+    elif isinstance(x, np.ndarray):
+        assert x.dtype == y.dtype, (where, x.dtype, y.dtype)
+        np.testing.assert_array_equal(x, y)
+    else:
+        assert x == y or (x != x and y != y), (where, x, y)
+
+
+@pytest.mark.parametrize("qc", [False, True])
+def test_writer_equals_anndata(data_dir, tmp_path, qc):
+    import anndata as ad
+
+    frag = data_dir / "fragments_macs3_chr22_100cells" / "test.fragments.tsv.gz"
+    gtf = data_dir / "gencode_v33_chr22_gtf" / "gencode.v33.basic.annotation.chr22.hg38.gtf.gz"
+    cells = tokenize_fragments(frag, Vocabulary.from_bins("hg38", 5000, chroms=["chr21", "chr22"]),
+                               tss=gtf if qc else None, min_fragments=300, progress=False)
+    cells.obs["dataset"] = "test"
+    write_cells_h5ad(cells, tmp_path / "ours.h5ad")
+    cells.to_anndata().write_h5ad(tmp_path / "anndata.h5ad")
+    a, b = ad.read_h5ad(tmp_path / "ours.h5ad"), ad.read_h5ad(tmp_path / "anndata.h5ad")
+    assert a.X.dtype == b.X.dtype and (a.X != b.X).nnz == 0
+    pd.testing.assert_frame_equal(a.obs, b.obs)
+    pd.testing.assert_frame_equal(a.var, b.var)
+    _same(a.uns, b.uns)
+    assert list(tmp_path.iterdir()) and not list(tmp_path.glob("*.tmp*"))

@@ -259,6 +259,7 @@ def _run_units(todo, corpus, vocab, run, workers, scheduler, progress, tokenizer
         engine.close()
         for r in ready.values():
             shutil.rmtree(corpus.path / r["folder"], ignore_errors=True)
+        corpus._remove_stale()  # shards of inputs that finished after the error
         if not isinstance(err, (WorkerLostError, KeyboardInterrupt)):
             _unregister(corpus, registered)
         elif registered:
@@ -353,13 +354,17 @@ class _LocalEngine:
         pass
 
 
+# imported once by the fork server, so that each worker forks with the tokenizer loaded and warm
+_PRELOAD = ["atacformer.corpus.parallel", "atacformer.corpus._pool_warmup"]
+
+
 class _PoolEngine:
     """A pool of local worker processes (forkserver: workers do not inherit the writer lock)."""
 
     def __init__(self, n: int, vocab):
         self.n = n
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["atacformer.corpus.parallel", "atacformer.tokenizers"])
+        ctx.set_forkserver_preload(_PRELOAD)
         self.pool = cf.ProcessPoolExecutor(n, mp_context=ctx, initializer=_set_worker_vocab, initargs=(vocab,))
 
     def __repr__(self):

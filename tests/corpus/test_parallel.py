@@ -26,7 +26,7 @@ MUON = DATA / "muon_pbmc_multiome_fragments_hg38" / "test_rna_atac_fragments.tsv
 MACS3 = DATA / "fragments_macs3_chr22_100cells" / "test.fragments.tsv.gz"
 ARCHR = DATA / "archr_pbsmall_fragments_labeled" / "PBSmall.tsv.gz"
 SIGNAC = DATA / "signac_pbmc_small" / "fragments.tsv.gz"
-BIN = 20_000
+BIN = 100_000
 
 
 def _need(*paths):
@@ -186,14 +186,22 @@ def test_bad_file_names_it_and_leaves_corpus_as_it_was(hg38_files, tmp_path, cap
     assert Corpus.open(old).datasets == ["pbmc1"]
 
 
-def test_same_dataset_name_twice_is_refused_before_any_work(hg38_files, tmp_path):
-    other = tmp_path / "elsewhere"
-    other.mkdir()
-    twin = other / hg38_files[0].name
-    twin.write_bytes(hg38_files[0].read_bytes())
-    with pytest.raises(AtacformerError, match="both be dataset 'pbmc0'"):
-        tokenize_to_corpus([hg38_files[0], twin], tmp_path / "c", _vocab("hg38"), workers=2, genome="hg38")
+def test_same_file_name_in_two_folders(hg38_files, tmp_path):
+    files = []
+    for run in ("run1", "run2", "x/run1"):
+        (tmp_path / run).mkdir(parents=True)
+        files.append(tmp_path / run / "fragments.tsv.gz")
+    files[0].write_bytes(hg38_files[0].read_bytes())
+    files[1].write_bytes(hg38_files[3].read_bytes())
+    files[2].write_bytes(hg38_files[1].read_bytes())
+    # two folders of the same name cannot tell them apart: refused before any work
+    with pytest.raises(AtacformerError, match="both be dataset 'run1-fragments'"):
+        tokenize_to_corpus(files, tmp_path / "c", _vocab("hg38"), workers=2, genome="hg38")
     assert not (tmp_path / "c").exists()
+    run = tokenize_to_corpus(files[:2], tmp_path / "c", _vocab("hg38"), workers=1, genome="hg38", progress=False)
+    assert run.corpus.datasets == ["run1-fragments", "run2-fragments"]
+    assert list(run.corpus.obs["barcode"]) == list(tokenize_fragments(files[0], _vocab("hg38")).barcodes) + \
+        list(tokenize_fragments(files[1], _vocab("hg38")).barcodes)
 
 
 def test_changed_file_is_not_skipped(hg38_files, tmp_path):

@@ -87,7 +87,9 @@ def tokenize_to_corpus(paths, out, vocab, *, workers: int | None = None, schedul
 
     The corpus is created when it does not exist and appended to when it does; inputs already
     in it (same files, unchanged, same options) are skipped. Datasets are named after their
-    files (the name up to the first dot), so the same barcode in two files is two cells.
+    files (the name up to the first dot; ``folder-name`` when two files share a name, as
+    ``run1/fragments.tsv.gz`` and ``run2/fragments.tsv.gz`` do), so the same barcode in two
+    files is two cells.
 
     Parameters
     ----------
@@ -168,24 +170,25 @@ def _units(paths, options: dict) -> list[_Unit]:
     from atacformer.tokenizers._inputs import dataset_name, input_kind
 
     opts = {k: _jsonable(v) for k, v in sorted(options.items())}
-    units, beds, first = [], [], {}
+    singles, beds = [], []
     for p in paths:
         p = os.fspath(p)
         if not os.path.exists(p):
             raise InputMissingError(p, "no such file or folder")
         kind = input_kind(p, options.get("input_type"))
-        if kind == "bed":
-            beds.append(p)
-            continue
-        name = "bed" if kind == "corpus" else dataset_name(p)  # a corpus is refused by the tokenizer
-        if name in first:
-            raise AtacformerError(f"{p} and {first[name]} would both be dataset {name!r} (a dataset is named "
-                                  "after its file up to the first dot); rename one of them")
-        first[name] = p
-        units.append(_Unit(name, (p,), {"inputs": [_stat(p)], "options": opts}))
+        (beds if kind == "bed" else singles).append(p)  # a corpus is refused by the tokenizer
+    names = [dataset_name(p) for p in singles]
+    clash = {n for n in names if names.count(n) > 1}
+    # run1/fragments.tsv.gz and run2/fragments.tsv.gz (10x's layout): named by their folders
+    names = [f"{Path(p).resolve().parent.name}-{n}" if n in clash else n for p, n in zip(singles, names)]
+    first: dict[str, str] = {}
+    for p, n in zip(singles + beds[:1], names + ["bed"] * bool(beds)):
+        if n in first:
+            raise AtacformerError(f"{p} and {first[n]} would both be dataset {n!r} (a dataset is named after "
+                                  "its file up to the first dot, and its folder when names repeat); rename one")
+        first[n] = p
+    units = [_Unit(n, (p,), {"inputs": [_stat(p)], "options": opts}) for p, n in zip(singles, names)]
     if beds:
-        if "bed" in first:
-            raise AtacformerError(f"{first['bed']} would be dataset 'bed', the name of the BED files' dataset")
         units.append(_Unit("bed", tuple(beds), {"inputs": [_stat(p) for p in beds], "options": opts}))
     return units
 

@@ -233,3 +233,67 @@ def test_dask_local_cluster_equals_serial(hg19_files, dask_client, tmp_path):
     rerun = tokenize_to_corpus(hg19_files, tmp_path / "par", _vocab("hg19"), scheduler=dask_client.scheduler.address,
                                genome="hg19", progress=False)
     assert rerun.skipped == ["pbsmall0", "pbsmall1", "signac"]
+
+
+@pytest.mark.slow
+def test_dask_worker_killed_then_rerun_completes(hg19_files, tmp_path):
+    distributed = pytest.importorskip("distributed", reason="Dask distributed is not installed")
+    import dask
+
+    names = ["pbsmall0", "pbsmall1", "signac"]
+    victim = hg19_files[1].parent / "pbmc2.tsv.gz"  # the dying tokenizer's file
+    victim.write_bytes(hg19_files[2].read_bytes())
+    files = hg19_files[:2] + [victim]
+    out = tmp_path / "corpus"
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        with pytest.raises(WorkerLostError, match="pbmc2"):
+            tokenize_to_corpus(files, out, _vocab("hg19"), scheduler=client, genome="hg19", progress=False,
+                               tokenizer=_dying_tokenizer)
+        done = Corpus.open(out).datasets if out.exists() else []
+        assert done == names[:2][:len(done)]
+        run = tokenize_to_corpus(files, out, _vocab("hg19"), scheduler=client, genome="hg19", progress=False)
+    assert run.skipped == done
+    _assert_same_corpus(run.corpus, _serial(files, tmp_path / "serial", "hg19"))
+    assert {p.name for p in (out / "shards").iterdir()} == {s.name for s in run.corpus.shards}
+
+
+@pytest.mark.slow
+def test_cli_killed_mid_run_then_rerun_completes(hg38_files, tmp_path):
+    """SIGKILL of the whole command (coordinator and workers) while it runs; the rerun finishes."""
+    import signal
+    import subprocess
+    import sys
+
+    files = []
+    for i in range(8):  # eight samples: copies of the four files under other names
+        f = tmp_path / f"s{i}.tsv.gz"
+        f.write_bytes(hg38_files[i % 4].read_bytes())
+        files.append(f)
+    out = tmp_path / "corpus"
+    cmd = [sys.executable, "-m", "atacformer.cli", "tokenize", *map(str, files), "-o", str(out),
+           "--bins", str(BIN), "--workers", "2"]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "src"))
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if len(Corpus.open(out).datasets) >= 2:
+                break
+        except (FileNotFoundError, ValueError, OSError):
+            pass
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = Corpus.open(out).datasets
+    if len(done) == len(files):
+        pytest.skip("the run finished before it could be killed")
+    assert done == [f"s{i}" for i in range(len(done))]
+    rc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert rc.returncode == 0, rc.stderr
+    assert rc.stdout.count("skipped") == len(done)
+    _assert_same_corpus(Corpus.open(out), _serial(files, tmp_path / "serial", "hg38"))
+    assert {p.name for p in (out / "shards").iterdir()} == {s.name for s in Corpus.open(out).shards}
+    assert not list(out.glob(".tmp-*"))

@@ -217,8 +217,8 @@ def test_changed_file_is_not_skipped(hg38_files, tmp_path):
 def dask_client():
     distributed = pytest.importorskip("distributed", reason="Dask distributed is not installed "
                                       "(pip install 'atacformer[distributed]')")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         yield client
 
 

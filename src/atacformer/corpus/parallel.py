@@ -137,6 +137,8 @@ def tokenize_to_corpus(paths, out, vocab, *, workers: int | None = None, schedul
     >>> list(run.added), len(run.corpus)  # doctest: +SKIP
     (['a', 'b'], 10342)
     """
+    if workers is not None and int(workers) < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     if tokenizer is None:
         from atacformer.tokenizers import tokenize_paths as tokenizer
     out = Path(out)
@@ -247,6 +249,7 @@ def _run_units(todo, corpus, vocab, run, workers, scheduler, progress, tokenizer
     try:
         for i, res in engine.run(todo, str(corpus.path), tokenizer, options):
             if not res["ok"]:
+                logger.info("worker traceback:\n%s", res["traceback"])
                 raise AtacformerError(res["error"])
             ready[i] = res
             bar.update(1)
@@ -380,8 +383,10 @@ class _PoolEngine:
             try:
                 yield futures[f], f.result()
             except cf.process.BrokenProcessPool:
-                running = [todo[j].paths[0] for g, j in futures.items() if not g.done() or g is f]
-                raise WorkerLostError(_lost_message(running)) from None
+                # the pool does not say which task its dead process held: name the unfinished ones
+                left = [todo[j].paths[0] for g, j in sorted(futures.items(), key=lambda x: x[1])
+                        if not g.done() or g.exception() is not None]
+                raise WorkerLostError(_lost_message(left, exact=False)) from None
 
     def close(self):
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -432,6 +437,8 @@ class _DaskEngine:
             self.own = False
 
 
-def _lost_message(paths) -> str:
-    return (f"a worker process died (killed, or out of memory) while tokenizing {' or '.join(paths)}; the inputs "
-            "registered before stay in the corpus: rerun the same command to add the rest")
+def _lost_message(paths, exact: bool = True) -> str:
+    shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    what = f"while tokenizing {shown}" if exact else f"before these inputs were done: {shown}"
+    return (f"a worker process died (killed, or out of memory) {what}; the inputs registered before stay in "
+            "the corpus: rerun the same command to add the rest")

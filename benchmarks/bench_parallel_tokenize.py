@@ -15,7 +15,8 @@ pays it) and writes a new corpus of 5 kb bins:
   distributed is installed.
 
 Every corpus is checked cell for cell against the serial one. Times are the best of
-``--repeats`` runs: the machine is shared, so the best run is the least disturbed one.
+``--repeats`` rounds, each round running every configuration once (so that all see similar
+load): on a shared machine the best run is the least disturbed one.
 
 Usage::
 
@@ -149,16 +150,16 @@ def main(argv=None) -> int:
                     configs.append({"label": f"dask LocalCluster {w}", "engine": "dask", "workers": w})
             except ImportError:
                 print("Dask distributed is not installed: no Dask rows", flush=True)
-        rows = []
-        for cfg in configs:
-            times = []
-            for r in range(args.repeats):
+        times = {cfg["label"]: [] for cfg in configs}
+        for r in range(args.repeats):  # round robin: each round sees every configuration under similar load
+            for cfg in configs:
                 corpus = tmp / f"corpus-{cfg['engine']}-{cfg['workers']}"
                 shutil.rmtree(corpus, ignore_errors=True)
-                times.append(run_child({**cfg, "files": [str(f) for f in files], "out": str(corpus)}))
-                print(f"{cfg['label']}: run {r + 1}: {times[-1]:.1f} s", flush=True)
-            rows.append({"configuration": cfg["label"], "workers": cfg["workers"], "best_s": min(times),
-                         "runs_s": " ".join(f"{t:.1f}" for t in times)})
+                times[cfg["label"]].append(run_child({**cfg, "files": [str(f) for f in files], "out": str(corpus)}))
+                print(f"round {r + 1}: {cfg['label']}: {times[cfg['label']][-1]:.1f} s "
+                      f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+        rows = [{"configuration": cfg["label"], "workers": cfg["workers"], "best_s": min(times[cfg["label"]]),
+                 "runs_s": " ".join(f"{t:.1f}" for t in times[cfg["label"]])} for cfg in configs]
         serial = tmp / "corpus-serial-1"
         for row, cfg in zip(rows, configs):
             row["same_cells_as_serial"] = same_corpus(tmp / f"corpus-{cfg['engine']}-{cfg['workers']}", serial)

@@ -250,7 +250,7 @@ def _run_units(todo, corpus, vocab, run, workers, scheduler, progress, tokenizer
         for i, res in engine.run(todo, str(corpus.path), tokenizer, options):
             if not res["ok"]:
                 logger.info("worker traceback:\n%s", res["traceback"])
-                raise AtacformerError(res["error"])
+                raise AtacformerError(f"{res['error']} (nothing was added to {corpus.path})")
             ready[i] = res
             bar.update(1)
             while nxt in ready:
@@ -262,7 +262,10 @@ def _run_units(todo, corpus, vocab, run, workers, scheduler, progress, tokenizer
                 run.added[u.dataset] = r["summary"]
                 nxt += 1
     except BaseException as err:
-        engine.close()
+        try:
+            engine.close()
+        except Exception as e:  # the first error is the one to report
+            logger.warning("closing %s failed: %s", engine, e)
         for r in ready.values():
             shutil.rmtree(corpus.path / r["folder"], ignore_errors=True)
         corpus._remove_stale()  # shards of inputs that finished after the error

@@ -26,10 +26,12 @@ folder at the same paths (a shared file system).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 import multiprocessing
 import os
 import shutil
+import threading
 import traceback
 import uuid
 from dataclasses import dataclass, field
@@ -148,7 +150,15 @@ def tokenize_to_corpus(paths, out, vocab, *, workers: int | None = None, schedul
     if out.exists() and not (out / MANIFEST).exists():
         raise AtacformerError(f"{out} exists and is not a corpus folder; name a new folder or an existing corpus")
     created = not out.exists()
-    corpus = Corpus.create(out, vocab) if created else Corpus.open(out)
+    # a local pool starts its processes while the corpus is created or opened (seconds each)
+    n = min(len(units), workers or _cpu_count())
+    pool = _PoolEngine(n, vocab) if scheduler is None and n > 1 else None
+    try:
+        corpus = Corpus.create(out, vocab) if created else Corpus.open(out)
+    except BaseException:
+        if pool is not None:
+            pool.close()
+        raise
     try:
         with writer_lock(corpus.path, timeout=corpus.lock_timeout):
             corpus.reload()
@@ -157,11 +167,16 @@ def tokenize_to_corpus(paths, out, vocab, *, workers: int | None = None, schedul
             run = TokenizeRun(corpus)
             todo = _pending(units, corpus, run)
             if todo:
-                _run_units(todo, corpus, vocab, run, workers, scheduler, progress, tokenizer, tokenizer_options)
+                engine = (_DaskEngine(scheduler, vocab) if scheduler is not None else
+                          pool if pool is not None and len(todo) > 1 else _LocalEngine(vocab))
+                _run_units(todo, corpus, run, engine, progress, tokenizer, tokenizer_options)
     except BaseException as err:
         if created and not (isinstance(err, (WorkerLostError, KeyboardInterrupt)) and len(_read(out))):
             shutil.rmtree(out, ignore_errors=True)  # nothing of a new corpus is kept but resumable work
         raise
+    finally:
+        if pool is not None:
+            pool.close()
     corpus.reload()
     return run
 
@@ -232,15 +247,10 @@ def _pending(units: list[_Unit], corpus: Corpus, run: TokenizeRun) -> list[_Unit
 
 
 # -- running ------------------------------------------------------------------------------
-def _run_units(todo, corpus, vocab, run, workers, scheduler, progress, tokenizer, options) -> None:
-    """Tokenize ``todo`` on an engine; register shards in input order as they become ready."""
+def _run_units(todo, corpus, run, engine, progress, tokenizer, options) -> None:
+    """Tokenize ``todo`` on ``engine``; register shards in input order as they become ready."""
     from tqdm.auto import tqdm
 
-    if scheduler is not None:
-        engine = _DaskEngine(scheduler, vocab)
-    else:
-        n = min(len(todo), workers or _cpu_count())
-        engine = _LocalEngine(vocab) if n <= 1 else _PoolEngine(n, vocab)
     logger.info("tokenizing %d inputs into %s with %s", len(todo), corpus.path, engine)
     ready: dict[int, dict] = {}
     registered: list[str] = []
@@ -375,11 +385,21 @@ class _PoolEngine:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(_PRELOAD)
         self.pool = cf.ProcessPoolExecutor(n, mp_context=ctx, initializer=_set_worker_vocab, initargs=(vocab,))
+        # submit() starts the fork server and the workers, and waits for them: in a thread, so
+        # that the caller goes on meanwhile
+        self._starter = threading.Thread(target=self._start, name="atacformer-pool-start", daemon=True)
+        self._starter.start()
+
+    def _start(self):
+        with contextlib.suppress(Exception):  # a broken start shows at the first real task
+            for _ in range(self.n):
+                self.pool.submit(int)
 
     def __repr__(self):
         return f"{self.n} local worker processes"
 
     def run(self, todo, corpus_path, tokenizer, options):
+        self._starter.join()
         futures = {self.pool.submit(_tokenize_unit, u, corpus_path, None, tokenizer, options): i
                    for i, u in enumerate(todo)}
         for f in cf.as_completed(futures):
@@ -392,6 +412,7 @@ class _PoolEngine:
                 raise WorkerLostError(_lost_message(left, exact=False)) from None
 
     def close(self):
+        self._starter.join()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 

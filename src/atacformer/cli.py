@@ -70,18 +70,17 @@ def cmd_tokenize(args) -> int:
         adata.var = results[0].var
         write_h5ad_atomic(adata, out)
     else:
-        from atacformer.corpus import Corpus
+        from atacformer.corpus import tokenize_to_corpus
 
-        # a new corpus is created once its first input has tokenized, so an input that fails
-        # first leaves no folder; each later dataset is appended atomically
-        corpus = Corpus.open(out) if (Path(out) / "manifest.json").exists() else None
-        for name, cells in tokenize_paths(args.inputs, vocab, genome=args.genome, barcodes=args.barcodes,
-                                           min_fragments=args.min_fragments, mode=args.mode,
-                                           input_type=args.input_type, **qc_opts):
-            if corpus is None:
-                corpus = Corpus.create(out, vocab)
-            corpus.append(cells.X, obs=cells.obs, dataset=name)
-            _report(name, cells)
+        # inputs spread over worker processes (or a Dask cluster); an input that fails leaves the
+        # corpus as it was, an interrupted run is finished by rerunning the command
+        run = tokenize_to_corpus(args.inputs, out, vocab, workers=args.workers, scheduler=args.scheduler,
+                                 genome=args.genome, barcodes=args.barcodes, min_fragments=args.min_fragments,
+                                 mode=args.mode, input_type=args.input_type, **qc_opts)
+        for name in run.skipped:
+            print(f"{name}: already in {out}, skipped")
+        for name, summary in run.added.items():
+            print(f"{name}: " + json.dumps(summary))
     print(f"wrote {out}")
     return 0
 
@@ -311,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     from atacformer._qc_cli import add_qc_arguments
 
     add_qc_arguments(t)
+    t.add_argument("--workers", type=int, help="corpus OUT: worker processes, one input each (default: one per "
+                   "CPU core, at most one per input)")
+    t.add_argument("--scheduler", metavar="ADDRESS", help="corpus OUT: tokenize on a Dask cluster (scheduler "
+                   "address, e.g. tcp://host:8786; needs atacformer[distributed] and a shared file system)")
     t.set_defaults(func=cmd_tokenize)
 
     ga = sub.add_parser("gene-activity", help="fragments / peak matrix -> cells x genes activity (.h5ad)",

@@ -193,6 +193,57 @@ def _fsync(path) -> None:
         os.close(fd)
 
 
+def temp_shard_folder(corpus_path) -> Path:
+    """A new, empty temporary shard folder inside a corpus (removed as stale unless registered)."""
+    tmp = Path(corpus_path) / f".tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    return tmp
+
+
+def write_shard(folder, chunks, dataset: str, batch, n_regions: int) -> dict:
+    """Validate and write ``(X, obs)`` chunks of one dataset into ``folder``.
+
+    Returns the shard's manifest entry without its name (``dataset``, ``n_cells``,
+    ``n_tokens``, ``counts_dtype``, ``max_count``). On an error the open files are closed and
+    the exception propagates; the caller removes ``folder``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> chunks = [(sp.csr_matrix(np.array([[0, 3], [1, 0]])), None)]
+    >>> write_shard(tempfile.mkdtemp(), chunks, "demo", None, 2)["n_cells"]
+    2
+    """
+    where = f"dataset {dataset!r}"
+    writer = ShardWriter(folder, where)
+    try:
+        for X, obs in chunks:
+            X = as_count_csr(X, n_regions, where, row_offset=writer.n_cells)
+            obs = normalize_obs(obs, X.shape[0], dataset, batch, where, row_offset=writer.n_cells)
+            writer.add(X, obs)
+        entry = {"dataset": dataset, **writer.finish()}
+    except BaseException:
+        writer.abort()
+        raise
+    logger.info("wrote %s: %d cells, %d tokens", where, writer.n_cells, writer.n_tokens)
+    return entry
+
+
+def matrix_chunks(X, obs, dataset: str, chunk_cells: int = 4096):
+    """An in-memory dataset (``X`` sparse or dense, ``obs`` or ``None``) as row chunks for
+    :func:`write_shard`, after checking its shape; ``chunk_cells`` rows at a time."""
+    X = X.tocsr() if sp.issparse(X) else np.asarray(X)
+    if obs is not None and not isinstance(obs, pd.DataFrame):
+        raise TypeError(f"dataset {dataset!r}: obs must be a pandas DataFrame, got {type(obs).__name__}")
+    if X.ndim != 2:
+        raise ValueError(f"dataset {dataset!r}: counts must be a 2-D cells x regions matrix")
+    if obs is not None and len(obs) != X.shape[0]:
+        raise ValueError(f"dataset {dataset!r}: obs has {len(obs)} rows but the count matrix has "
+                         f"{X.shape[0]} cells")
+    step = max(int(chunk_cells), 1)
+    return ((X[a:a + step], None if obs is None else obs.iloc[a:a + step]) for a in range(0, X.shape[0], step))
+
+
 class Transaction:
     """Shards written under one writer lock, registered together by one manifest replace.
 
@@ -214,21 +265,13 @@ class Transaction:
         if dataset in taken:
             raise ValueError(f"dataset {dataset!r} is already in corpus {self.corpus.path}; "
                              "dataset names must be unique")
-        where = f"dataset {dataset!r}"
-        tmp = self.corpus.path / f".tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
+        tmp = temp_shard_folder(self.corpus.path)
         self.pending.append((tmp, {"dataset": dataset}))
-        writer = ShardWriter(tmp, where)
-        try:
-            for X, obs in chunks:
-                X = as_count_csr(X, self.corpus.vocab.n_regions, where, row_offset=writer.n_cells)
-                obs = normalize_obs(obs, X.shape[0], dataset, batch, where, row_offset=writer.n_cells)
-                writer.add(X, obs)
-            self.pending[-1][1].update(writer.finish())
-        except BaseException:
-            writer.abort()
-            raise
-        logger.info("wrote %s: %d cells, %d tokens", where, writer.n_cells, writer.n_tokens)
+        self.pending[-1][1].update(write_shard(tmp, chunks, dataset, batch, self.corpus.vocab.n_regions))
+
+    def add_written(self, folder: Path, entry: dict) -> None:
+        """Register a shard folder written elsewhere (by :func:`write_shard`) at the next commit."""
+        self.pending.append((Path(folder), dict(entry)))
 
     def commit(self) -> None:
         """Move the written shards into ``shards/`` and register them in one manifest replace."""

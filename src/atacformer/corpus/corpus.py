@@ -37,7 +37,7 @@ import scipy.sparse as sp
 from atacformer.corpus import _reader
 from atacformer.corpus._fs import LOCK_TIMEOUT, install_dir, write_json, writer_lock
 from atacformer.corpus._validate import OBS_COLUMNS
-from atacformer.corpus._writer import Transaction
+from atacformer.corpus._writer import Transaction, matrix_chunks
 from atacformer.errors import VocabularyMismatchError
 from atacformer.vocab import Vocabulary
 
@@ -59,6 +59,9 @@ class ShardInfo:
     name, dataset, n_cells, n_tokens, counts_dtype, max_count, offset
         Folder name under ``shards/``, dataset name, cells, non-zero (cell, token) entries,
         dtype of ``counts.npy``, largest count, global index of its first cell.
+    source
+        The input files and tokenizer options the shard was made from, when it was written
+        by :func:`atacformer.corpus.tokenize_to_corpus` (which skips them on a rerun).
     """
 
     name: str
@@ -68,6 +71,7 @@ class ShardInfo:
     counts_dtype: str
     max_count: int
     offset: int
+    source: dict | None = None
 
 
 class Corpus:
@@ -321,18 +325,7 @@ class Corpus:
         --------
         >>> corpus.append(adata.X, adata.obs, dataset="pbmc")  # doctest: +SKIP
         """
-        X = X.tocsr() if sp.issparse(X) else np.asarray(X)
-        if obs is not None and not isinstance(obs, pd.DataFrame):
-            raise TypeError(f"dataset {dataset!r}: obs must be a pandas DataFrame, got {type(obs).__name__}")
-        if X.ndim != 2:
-            raise ValueError(f"dataset {dataset!r}: counts must be a 2-D cells x regions matrix")
-        if obs is not None and len(obs) != X.shape[0]:
-            raise ValueError(f"dataset {dataset!r}: obs has {len(obs)} rows but the count matrix has "
-                             f"{X.shape[0]} cells")
-        step = max(int(chunk_cells), 1)
-        chunks = ((X[a:a + step], None if obs is None else obs.iloc[a:a + step])
-                  for a in range(0, X.shape[0], step))
-        return self.append_chunks(chunks, dataset=dataset, batch=batch)
+        return self.append_chunks(matrix_chunks(X, obs, dataset, chunk_cells), dataset=dataset, batch=batch)
 
     def append_chunks(self, chunks, *, dataset: str, batch: str | None = None) -> ShardInfo:
         """Append one dataset streamed as ``(X_chunk, obs_chunk_or_None)`` pairs.

@@ -394,7 +394,7 @@ def load_jaspar(release: str = "JASPAR2024", collection: str = "CORE", tax_group
 GROUP_BASES = 50_000
 
 
-def _motif_arrays(pssms):
+def _motif_arrays(pssms, thresholds=None):
     """What the scanning kernel reads: every motif's forward and reverse-complement rows
     stacked (float64), and each matrix cut into blocks of up to 5 columns with a float32
     table of every block's scores, most informative block first (see
@@ -405,8 +405,10 @@ def _motif_arrays(pssms):
     tabs, g_col, g_shift, g_tab, g_rest, q_first, q_n = [], [], [], [], [], [], []
     orders, ranked, g_order = [], [], []
     n = n_tab = n_order = 0
-    for M in pssms:
+    for m, M in enumerate(pssms):
         L = len(M)
+        # a window can lose at most `slack` against the motif's best score and still be a hit
+        slack = float(M.max(axis=1).sum() - thresholds[m]) if thresholds is not None else np.inf
         off.append(n)
         lens.append(L)
         n += 2 * L
@@ -420,10 +422,13 @@ def _motif_arrays(pssms):
                 t = np.zeros(4 ** w)
                 for j in range(w):
                     t = t + sub[j][(codes >> (2 * (w - 1 - j))) & 3]
-                blocks.append((float(t.max() - t.min()), c0, 2 * (K - w), t))
-            blocks.sort(key=lambda x: -x[0])  # the block that drops most windows first
+                # the share of the block's w-mers that can still make a hit: the fewer, the more
+                # windows the block drops (then the larger spread first)
+                share = float(np.mean(t >= t.max() - slack)) if np.isfinite(slack) else 1.0
+                blocks.append(((share, -float(t.max() - t.min())), c0, 2 * (K - w), t))
+            blocks.sort(key=lambda x: x[0])  # the block that drops most windows first
             if len(blocks) == 1:  # the first test reads two blocks: a second one that adds 0
-                blocks.append((0.0, 0, 0, np.zeros(4 ** K)))
+                blocks.append(((1.0, 0.0), 0, 0, np.zeros(4 ** K)))
             q_first.append(len(g_col))
             q_n.append(len(blocks))
             best = [float(t.max()) for *_, t in blocks]
@@ -469,7 +474,7 @@ def scan_motifs(codes: np.ndarray, starts, ends, motifs: MotifSet, packed=None) 
     out_cnt = np.zeros((len(starts), n_m), dtype=np.int32)
     if n_m == 0 or len(starts) == 0:
         return out_max, out_cnt
-    packed = packed if packed is not None else _motif_arrays(motifs.pssms)
+    packed = packed if packed is not None else _motif_arrays(motifs.pssms, motifs.thresholds)
     mats, off, lens, *blocks = packed
     # groups of consecutive regions of about GROUP_BASES bases (at least one region each)
     size = np.cumsum(np.maximum(ends - starts, 0))
@@ -621,7 +626,7 @@ def region_features(regions, fasta, *, kmers=(4, 5, 6), motifs="JASPAR2024", pva
         encoder = HFEncoder(encoder)
     if encoder is not None and not isinstance(encoder, DNAEncoder):
         raise TypeError("encoder must have an encode(sequences) method")
-    packed = _motif_arrays(ms.pssms) if ms is not None and len(ms) else None
+    packed = _motif_arrays(ms.pssms, ms.thresholds) if ms is not None and len(ms) else None
     kcols = {k: canonical_kmers(k)[1] for k in kmers}
     blocks = {k: np.zeros((n, len(kcols[k])), dtype=np.float32) for k in kmers}
     if ms is not None:

@@ -489,7 +489,8 @@ def _check_features(model_names, data: GETData, source) -> None:
 
 
 def get_finetune(data: GETData, pretrained, out, *, genes=None, lora_rank: int = 8, lora_alpha: float | None = None,
-                 lora_dropout: float = 0.0, head_hidden_size: int = 64, **train) -> dict:
+                 lora_dropout: float = 0.0, head_hidden_size: int = 64, objective: str = "poisson",
+                 **train) -> dict:
     """Fine-tune a pretrained GET to predict expression through :func:`atacformer.train.pretrain`.
 
     Attention pooling and an MLP over the pretrained encoder predict each (gene, group)'s log
@@ -510,6 +511,9 @@ def get_finetune(data: GETData, pretrained, out, *, genes=None, lora_rank: int =
         LoRA adapters on the encoder's attention and feed-forward layers (alpha default 2 x rank).
     head_hidden_size
         Hidden width of the expression MLP.
+    objective
+        ``"poisson"`` (Poisson likelihood of counts per million; Fu 2025) or ``"log1p_mse"``
+        (squared error of log1p counts per million; see :class:`~atacformer.models.get.GETConfig`).
     **train
         :class:`~atacformer.train.TrainConfig` fields.
 
@@ -530,15 +534,16 @@ def get_finetune(data: GETData, pretrained, out, *, genes=None, lora_rank: int =
     _check_features(read_config_json(d).get("feature_names", []), data, d)
     rows = _gene_rows(data, genes)
     examples = _examples(data, rows, target=True)
-    mean_target = float(examples.arrays["target"].mean())
+    y = examples.arrays["target"].astype(np.float64)
+    start = float(np.log1p(y).mean()) if objective == "log1p_mse" else float(np.log(max(y.mean(), 1e-3)))
     tc = _train_config(out, train)
 
     def build(seed):
         if seed is not None:
             torch.manual_seed(seed)
-        model = GETForExpression.from_pretrained_backbone(d, head_hidden_size=head_hidden_size)
-        with torch.no_grad():  # start at the mean rate: the Poisson loss's scale is the targets'
-            model.head[-1].bias.fill_(float(np.log(max(mean_target, 1e-3))))
+        model = GETForExpression.from_pretrained_backbone(d, head_hidden_size=head_hidden_size, objective=objective)
+        with torch.no_grad():  # start at the mean (log rate, or log1p): the loss's scale is the targets'
+            model.head[-1].bias.fill_(start)
         if lora_rank:
             model.add_lora(lora_rank, lora_alpha, lora_dropout)
         return model
@@ -586,7 +591,7 @@ def get_predict(model, data: GETData, *, genes=None, batch_size: int = 256) -> p
         for a in range(0, len(ex), batch_size):
             r = ex.get_rows(np.arange(a, min(a + batch_size, len(ex))))
             t = {k: v.to(device) for k, v in _as_tensors(data.features(r["gene"], r["group"])).items()}
-            out[a:a + len(r["gene"])] = model(**t).log_rate.double().cpu().numpy()
-    pred = np.exp(out).reshape(len(rows), len(data.groups)).T
+            out[a:a + len(r["gene"])] = model(**t).expression.double().cpu().numpy()
+    pred = out.reshape(len(rows), len(data.groups)).T
     return pd.DataFrame(pred, index=pd.Index(data.groups, name="group"),
                         columns=pd.Index(data.genes["gene_name"].to_numpy()[rows], name="gene"))

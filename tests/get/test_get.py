@@ -102,6 +102,31 @@ def test_features_gather_the_window_and_group(data):
     assert data.groups == ["0", "1", "3"]
 
 
+def test_gene_body_feature_marks_regions_inside_the_gene(scicar, data):
+    """``gene_body=True``: the feature before accessibility is 1 exactly for the window regions
+    overlapping the gene's annotated extent (checked gene by gene against the annotation)."""
+    from atacformer.tools._get import get_data
+
+    atac, rna, genes = scicar
+    names = data.genes["gene_name"].iloc[:40].tolist()
+    gb = get_data(atac, rna, genes, groupby="dex_hours", gene_names=names, gene_body=True)
+    assert gb.feature_names == ["gene_body", "accessibility"]
+    ann = genes.drop_duplicates("gene_name").set_index("gene_name")
+    t = gb.features(np.arange(len(names)), np.zeros(len(names), dtype=int))
+    n_inside = 0
+    for i, name in enumerate(names):
+        rows = gb.window_index[i][gb.window_index[i] >= 0]
+        r = gb.regions.iloc[rows]
+        inside = ((r["end"] > ann.loc[name, "start"]) & (r["start"] < ann.loc[name, "end"])).to_numpy()
+        np.testing.assert_array_equal(t["features"][i, :len(rows), 0], inside.astype(np.float32))
+        np.testing.assert_allclose(t["features"][i, :len(rows), 1], gb.accessibility[0, rows])
+        n_inside += int(inside.sum())
+    assert n_inside > 0
+    mean, std = gb.feature_scaling(np.arange(len(names)))
+    body = gb.window_gene_body[gb.window_index >= 0]
+    np.testing.assert_allclose([mean[0], std[0]], [body.mean(), body.std()], rtol=1e-5)
+
+
 def test_pseudobulk_logcpm_by_hand(scicar, data):
     atac, rna, _ = scicar
     cells = (atac.obs["dex_hours"] == 1).to_numpy()
@@ -176,7 +201,7 @@ def test_log1p_mse_finetune_beats_the_mean_on_the_log_scale(data, trained, tmp_p
     y = data.expression[np.tile(np.arange(3), 20), np.repeat(rows, 3)]
     with torch.no_grad():
         o = model(**t, target=torch.from_numpy(y.astype(np.float32)))
-    head = model.head(torch.einsum("bn,bnd->bd", o.attention, o.hidden)).squeeze(-1).numpy()
+        head = model.head(torch.einsum("bn,bnd->bd", o.attention, o.hidden)).squeeze(-1).numpy()
     assert np.isclose(float(o.loss), float(np.mean((head - np.log1p(y)) ** 2)), rtol=1e-4)
     pred = get_predict(model, data, genes=train).to_numpy()
     assert (pred >= 0).all()

@@ -19,15 +19,19 @@ Scores over held-out genes x pseudo-bulks: Pearson and Spearman of log1p(predict
 vs log1p(observed CPM); and Pearson after centring each gene over the pseudo-bulks (does
 a model see which pseudo-bulk expresses a gene more?).
 
-One run with the defaults (2 CPU cores shared with other work; 1,608 s in all), 187 held-out
-genes x 9 pseudo-bulks: GET Pearson 0.060 / Spearman 0.013 / within-gene 0.140; ridge on gene
-activity 0.350 / 0.401 / 0.056; ridge on window + TSS accessibility 0.131 / 0.133 / 0.040.
-With ``--lora-rank 0`` (every weight fine-tuned; 267 s in all): GET 0.067 / 0.037 / 0.002.
+Runs (2 CPU cores shared with other work), 187 held-out genes x 9 pseudo-bulks, Pearson /
+Spearman / within-gene: defaults (accessibility only, Poisson; 563 s): GET 0.060 / 0.013 / 0.140;
+``--objective log1p_mse --gene-body`` (399 s): GET 0.530 / 0.503 / 0.174; ridge on gene activity
+0.350 / 0.401 / 0.056; ridge on window + TSS accessibility 0.131 / 0.133 / 0.040; ridge on those
+plus log gene length and gene-body regions 0.602 / 0.594 / 0.057.
+
+* ridge, + gene extent: the features of both ridges above plus log10 gene length and log1p of
+  the window regions in the gene body (what ``--gene-body`` tells GET), ridge as above.
 
 Usage::
 
     python benchmarks/bench_get.py [--out benchmarks/out/get] [--test-chroms chr1,chr8,chr17]
-        [--pretrain-steps 300] [--finetune-steps 600] [--threads 1]
+        [--pretrain-steps 300] [--finetune-steps 600] [--threads 1] [--objective log1p_mse] [--gene-body]
 """
 
 from __future__ import annotations

@@ -6,14 +6,17 @@ clusters of the ATAC LSI (``--leiden`` clusters; groups under ``--min-cells`` dr
 Genes are the RNA's genes with a TSS in ArchR's hg19 gene annotation. The genes of
 ``--test-chroms`` are held out from pretraining, fine-tuning and the baselines' fits.
 
-* GET: accessibility-only region features (the only hg19 sequence at hand covers chr22
+* GET: accessibility region features, with ``--gene-body`` a 0/1 column for the regions in the
+  gene's own body (the only hg19 sequence at hand covers chr22
   16.05-22 Mb, 127 of the 52,761 peaks, so motif columns cannot be had genome-wide):
   pretrained by masked region reconstruction, then fine-tuned with LoRA under a Poisson
-  likelihood to counts per million, through :func:`atacformer.train.pretrain`.
+  likelihood to counts per million (``--objective log1p_mse``: squared error of log1p CPM), through :func:`atacformer.train.pretrain`.
 * ridge, gene activity: ``atacformer.pp.gene_activity`` of the same cells (peak-matrix
   input), summed per pseudo-bulk, log1p(CPM), ridge to log1p(expression CPM).
 * ridge, window sum: log1p of the pseudo-bulk's CPM summed over the same GET window, and of
   the region holding the TSS (0 when none), ridge as above.
+* ridge, + gene extent: the features of both ridges above plus log10 gene length and log1p of
+  the window regions in the gene body (what ``--gene-body`` tells GET), ridge as above.
 
 Scores over held-out genes x pseudo-bulks: Pearson and Spearman of log1p(predicted CPM)
 vs log1p(observed CPM); and Pearson after centring each gene over the pseudo-bulks (does
@@ -24,9 +27,6 @@ Spearman / within-gene: defaults (accessibility only, Poisson; 563 s): GET 0.060
 ``--objective log1p_mse --gene-body`` (399 s): GET 0.530 / 0.503 / 0.174; ridge on gene activity
 0.350 / 0.401 / 0.056; ridge on window + TSS accessibility 0.131 / 0.133 / 0.040; ridge on those
 plus log gene length and gene-body regions 0.602 / 0.594 / 0.057.
-
-* ridge, + gene extent: the features of both ridges above plus log10 gene length and log1p of
-  the window regions in the gene body (what ``--gene-body`` tells GET), ridge as above.
 
 Usage::
 

@@ -10,7 +10,8 @@ Genes are the RNA's genes with a TSS in ArchR's hg19 gene annotation. The genes 
   gene's own body (the only hg19 sequence at hand covers chr22
   16.05-22 Mb, 127 of the 52,761 peaks, so motif columns cannot be had genome-wide):
   pretrained by masked region reconstruction, then fine-tuned with LoRA under a Poisson
-  likelihood to counts per million (``--objective log1p_mse``: squared error of log1p CPM), through :func:`atacformer.train.pretrain`.
+  likelihood to counts per million (``--objective log1p_mse``: squared error of log1p CPM),
+  through :func:`atacformer.train.pretrain`.
 * ridge, gene activity: ``atacformer.pp.gene_activity`` of the same cells (peak-matrix
   input), summed per pseudo-bulk, log1p(CPM), ridge to log1p(expression CPM).
 * ridge, window sum: log1p of the pseudo-bulk's CPM summed over the same GET window, and of
@@ -125,9 +126,9 @@ def main(argv=None) -> int:
                        warmup_steps=max(1, args.pretrain_steps // 10), **common)
     t_pre = time.perf_counter() - t
     t = time.perf_counter()
-    ft = get_finetune(data, out / "pretrain" / "model", out / "finetune", genes=train, lora_rank=args.lora_rank,
-                      objective=args.objective, max_steps=args.finetune_steps, lr=2e-3, warmup_steps=max(1, args.finetune_steps // 10),
-                      **common)
+    get_finetune(data, out / "pretrain" / "model", out / "finetune", genes=train, lora_rank=args.lora_rank,
+                 objective=args.objective, max_steps=args.finetune_steps, lr=2e-3,
+                 warmup_steps=max(1, args.finetune_steps // 10), **common)
     t_ft = time.perf_counter() - t
     pred = get_predict(out / "finetune" / "model", data, genes=test).to_numpy()
     how = f"LoRA rank {args.lora_rank}" if args.lora_rank else "all weights"

@@ -26,7 +26,8 @@ a model see which pseudo-bulk expresses a gene more?).
 Runs (2 CPU cores shared with other work), 187 held-out genes x 9 pseudo-bulks, Pearson /
 Spearman / within-gene: defaults (accessibility only, Poisson; 563 s): GET 0.060 / 0.013 / 0.140;
 ``--objective poisson --gene-body`` (324 s): GET 0.492 / 0.463 / 0.159;
-``--objective log1p_mse --gene-body`` (399 s): GET 0.530 / 0.503 / 0.174; ridge on gene activity
+``--objective log1p_mse --gene-body`` (399 s): GET 0.530 / 0.503 / 0.174 (with
+``--finetune-steps 1200``, 232 s: 0.548 / 0.535 / 0.174); ridge on gene activity
 0.350 / 0.401 / 0.056; ridge on window + TSS accessibility 0.131 / 0.133 / 0.040; ridge on those
 plus log gene length and gene-body regions 0.602 / 0.594 / 0.057.
 

@@ -6,28 +6,35 @@ clusters of the ATAC LSI (``--leiden`` clusters; groups under ``--min-cells`` dr
 Genes are the RNA's genes with a TSS in ArchR's hg19 gene annotation. The genes of
 ``--test-chroms`` are held out from pretraining, fine-tuning and the baselines' fits.
 
-* GET: accessibility-only region features (the only hg19 sequence at hand covers chr22
+* GET: accessibility region features, with ``--gene-body`` a 0/1 column for the regions in the
+  gene's own body (the only hg19 sequence at hand covers chr22
   16.05-22 Mb, 127 of the 52,761 peaks, so motif columns cannot be had genome-wide):
   pretrained by masked region reconstruction, then fine-tuned with LoRA under a Poisson
-  likelihood to counts per million, through :func:`atacformer.train.pretrain`.
+  likelihood to counts per million (``--objective log1p_mse``: squared error of log1p CPM),
+  through :func:`atacformer.train.pretrain`.
 * ridge, gene activity: ``atacformer.pp.gene_activity`` of the same cells (peak-matrix
   input), summed per pseudo-bulk, log1p(CPM), ridge to log1p(expression CPM).
 * ridge, window sum: log1p of the pseudo-bulk's CPM summed over the same GET window, and of
   the region holding the TSS (0 when none), ridge as above.
+* ridge, + gene extent: the features of both ridges above plus log10 gene length and log1p of
+  the window regions in the gene body (what ``--gene-body`` tells GET), ridge as above.
 
 Scores over held-out genes x pseudo-bulks: Pearson and Spearman of log1p(predicted CPM)
 vs log1p(observed CPM); and Pearson after centring each gene over the pseudo-bulks (does
 a model see which pseudo-bulk expresses a gene more?).
 
-One run with the defaults (2 CPU cores shared with other work; 1,608 s in all), 187 held-out
-genes x 9 pseudo-bulks: GET Pearson 0.060 / Spearman 0.013 / within-gene 0.140; ridge on gene
-activity 0.350 / 0.401 / 0.056; ridge on window + TSS accessibility 0.131 / 0.133 / 0.040.
-With ``--lora-rank 0`` (every weight fine-tuned; 267 s in all): GET 0.067 / 0.037 / 0.002.
+Runs (2 CPU cores shared with other work), 187 held-out genes x 9 pseudo-bulks, Pearson /
+Spearman / within-gene: defaults (accessibility only, Poisson; 563 s): GET 0.060 / 0.013 / 0.140;
+``--objective poisson --gene-body`` (324 s): GET 0.492 / 0.463 / 0.159;
+``--objective log1p_mse --gene-body`` (399 s): GET 0.530 / 0.503 / 0.174 (with
+``--finetune-steps 1200``, 232 s: 0.548 / 0.535 / 0.174); ridge on gene activity
+0.350 / 0.401 / 0.056; ridge on window + TSS accessibility 0.131 / 0.133 / 0.040; ridge on those
+plus log gene length and gene-body regions 0.602 / 0.594 / 0.057.
 
 Usage::
 
     python benchmarks/bench_get.py [--out benchmarks/out/get] [--test-chroms chr1,chr8,chr17]
-        [--pretrain-steps 300] [--finetune-steps 600] [--threads 1]
+        [--pretrain-steps 300] [--finetune-steps 600] [--threads 1] [--objective log1p_mse] [--gene-body]
 """
 
 from __future__ import annotations
@@ -71,6 +78,9 @@ def main(argv=None) -> int:
     p.add_argument("--finetune-steps", type=int, default=600)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--objective", choices=("poisson", "log1p_mse"), default="poisson",
+                   help="GET fine-tuning loss (Poisson on CPM as in Fu 2025, or squared error of log1p CPM)")
+    p.add_argument("--gene-body", action="store_true", help="add the in-gene-body region feature to GET")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -101,7 +111,7 @@ def main(argv=None) -> int:
     af.tl.lsi(atac, n_components=30, seed=args.seed)
     af.tl.cluster(atac, "X_lsi", n_clusters=args.leiden, key_added="leiden", seed=args.seed)
     atac.obs["group"] = atac.obs["dex_hours"].astype(str) + "h_c" + atac.obs["leiden"].astype(str)
-    data = get_data(atac, rna, genes, groupby="group", min_cells=args.min_cells)
+    data = get_data(atac, rna, genes, groupby="group", min_cells=args.min_cells, gene_body=args.gene_body)
     test = data.genes["chrom"].isin(args.test_chroms.split(",")).to_numpy()
     train = ~test
     obs_log = np.log1p(data.expression)  # (groups, genes)
@@ -118,16 +128,23 @@ def main(argv=None) -> int:
                        warmup_steps=max(1, args.pretrain_steps // 10), **common)
     t_pre = time.perf_counter() - t
     t = time.perf_counter()
-    ft = get_finetune(data, out / "pretrain" / "model", out / "finetune", genes=train, lora_rank=args.lora_rank,
-                      max_steps=args.finetune_steps, lr=2e-3, warmup_steps=max(1, args.finetune_steps // 10),
-                      **common)
+    get_finetune(data, out / "pretrain" / "model", out / "finetune", genes=train, lora_rank=args.lora_rank,
+                 objective=args.objective, max_steps=args.finetune_steps, lr=2e-3,
+                 warmup_steps=max(1, args.finetune_steps // 10), **common)
     t_ft = time.perf_counter() - t
     pred = get_predict(out / "finetune" / "model", data, genes=test).to_numpy()
     how = f"LoRA rank {args.lora_rank}" if args.lora_rank else "all weights"
-    rows.append({**_scores(f"GET (accessibility, pretrained, fine-tuned: {how})", np.log1p(pred), obs_log[:, test]),
+    feats_used = "accessibility + gene body" if args.gene_body else "accessibility"
+    rows.append({**_scores(f"GET ({feats_used}; {args.objective}, {how})", np.log1p(pred), obs_log[:, test]),
                  "train_s": t_pre + t_ft})
+    curve = pd.read_csv(out / "finetune" / "metrics.csv")["loss"].to_numpy()
+    tenth = max(1, len(curve) // 10)
+    fit_pred = np.log1p(get_predict(out / "finetune" / "model", data, genes=train).to_numpy())
+    fit_r = float(np.corrcoef(fit_pred.ravel(), obs_log[:, train].ravel())[0, 1])
     print(f"GET pretrain: {args.pretrain_steps} steps, {t_pre:.0f}s, masked MSE {pre['final_loss']:.3f}; "
-          f"fine-tune: {args.finetune_steps} steps, {t_ft:.0f}s, Poisson NLL {ft['final_loss']:.3f}")
+          f"fine-tune: {args.finetune_steps} steps, {t_ft:.0f}s, {args.objective} loss first/middle/last tenth "
+          f"{curve[:tenth].mean():.3f} / {curve[len(curve) // 2 - tenth // 2:][:tenth].mean():.3f} / "
+          f"{curve[-tenth:].mean():.3f}; log1p Pearson on its training genes {fit_r:.3f}")
 
     # baseline 1: ridge on gene activity of the same cells
     t = time.perf_counter()
@@ -153,6 +170,21 @@ def main(argv=None) -> int:
                    args.seed)
     rows.append({**_scores("ridge on window + TSS accessibility", y_hat.reshape(len(data.groups), -1),
                            obs_log[:, test]), "train_s": time.perf_counter() - t})
+
+    # baseline 3: the same ridge given the gene's extent too (log gene length, log1p of the gene-body
+    # regions in its window): what GET's gene-body feature tells it, for a linear model
+    t = time.perf_counter()
+    ann = genes.drop_duplicates("gene_name").set_index("gene_name").loc[data.genes["gene_name"]]
+    glen = np.log10((ann["end"] - ann["start"]).to_numpy(np.float64) + 1)
+    safe = np.where(idx >= 0, idx, 0)
+    n_body = ((idx >= 0) & (data.regions["end"].to_numpy()[safe] > ann["start"].to_numpy()[:, None])
+              & (data.regions["start"].to_numpy()[safe] < ann["end"].to_numpy()[:, None])).sum(1)
+    ext = np.broadcast_to(np.stack([glen, np.log1p(n_body)], axis=-1), (len(data.groups), len(glen), 2))
+    full = np.concatenate([x[..., None], feats, ext], axis=-1)  # (groups, genes, 5)
+    y_hat = _ridge(full[:, train].reshape(-1, 5), obs_log[:, train].reshape(-1), full[:, test].reshape(-1, 5),
+                   args.seed)
+    rows.append({**_scores("ridge on gene activity + window/TSS accessibility + gene length + gene-body regions",
+                           y_hat.reshape(len(data.groups), -1), obs_log[:, test]), "train_s": time.perf_counter() - t})
 
     table = pd.DataFrame(rows)
     table["n_test_genes"] = int(test.sum())

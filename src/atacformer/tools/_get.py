@@ -163,6 +163,9 @@ class GETData:
         ``(genes, N)`` row numbers into ``regions`` (``-1`` padding) and signed TSS distances.
     motif
         ``(regions, M)`` float32 motif scores, or None (accessibility only).
+    window_gene_body
+        ``(genes, N)`` bool: the window region overlaps the gene's own body (annotation start
+        to end), or None when not used as a feature.
     accessibility
         ``(groups, regions)`` float32 logCPM of each pseudo-bulk.
     expression
@@ -187,6 +190,7 @@ class GETData:
     feature_names: list[str]
     window_bp: int
     skipped: dict = field(default_factory=dict)
+    window_gene_body: np.ndarray | None = None
 
     @property
     def n_features(self) -> int:
@@ -202,7 +206,10 @@ class GETData:
         keep = idx >= 0
         safe = np.where(keep, idx, 0)
         acc = self.accessibility[np.asarray(group_idx)[:, None], safe][..., None]  # (B, L, 1)
-        parts = [self.motif[safe], acc] if self.motif is not None else [acc]
+        parts = [self.motif[safe]] if self.motif is not None else []
+        if self.window_gene_body is not None:
+            parts.append(self.window_gene_body[gene_idx, :length, None].astype(np.float32))
+        parts.append(acc)
         x = np.concatenate(parts, axis=-1).astype(np.float32)
         x[~keep] = 0.0
         return {"features": x, "attention_mask": keep,
@@ -214,6 +221,10 @@ class GETData:
         used = used[used >= 0]
         acc = self.accessibility[:, used].ravel()
         mean, std = [np.array([acc.mean()])], [np.array([acc.std()])]
+        if self.window_gene_body is not None:
+            body = self.window_gene_body[gene_idx][self.window_index[gene_idx] >= 0]
+            mean.insert(0, np.array([body.mean()]))
+            std.insert(0, np.array([body.std()]))
         if self.motif is not None:
             mean.insert(0, self.motif[used].mean(axis=0))
             std.insert(0, self.motif[used].std(axis=0))
@@ -257,7 +268,8 @@ def _gene_table(genes, rna, gene_names, skipped: dict) -> pd.DataFrame:
     sel = table.loc[names]
     t = _gene_tss(sel)
     return pd.DataFrame({"gene_name": names.to_numpy(), "chrom": t["chrom"].astype(str).to_numpy(),
-                         "tss": t["start"].to_numpy(np.int64), "strand": t["strand"].to_numpy()})
+                         "tss": t["start"].to_numpy(np.int64), "strand": t["strand"].to_numpy(),
+                         "gene_start": sel["start"].to_numpy(np.int64), "gene_end": sel["end"].to_numpy(np.int64)})
 
 
 def _motif_table(regions: pd.DataFrame, fasta, motifs, progress) -> tuple[np.ndarray, list[str]]:
@@ -276,7 +288,7 @@ def _motif_table(regions: pd.DataFrame, fasta, motifs, progress) -> tuple[np.nda
 
 
 def get_data(atac, rna, genes, *, groupby: str, fasta=None, motifs="JASPAR2024", gene_names=None,
-             n_regions: int = 200, window_bp: int = 2_000_000, min_cells: int = 1,
+             n_regions: int = 200, window_bp: int = 2_000_000, min_cells: int = 1, gene_body: bool = False,
              progress: bool | None = None) -> GETData:
     """Assemble GET examples from paired ATAC and RNA (see the module notes).
 
@@ -302,6 +314,10 @@ def get_data(atac, rna, genes, *, groupby: str, fasta=None, motifs="JASPAR2024",
         Regions per window and window width (Fu 2025: 200, 2 Mb).
     min_cells
         Groups with fewer cells are dropped.
+    gene_body
+        Add a ``"gene_body"`` feature (before accessibility): 1 for the window regions that
+        overlap the gene's own body (annotation start to end), else 0. Not in Fu 2025; it
+        tells the model how far the gene extends, which nuclear RNA counts depend on.
     progress
         Progress bar of the motif scan.
 
@@ -339,6 +355,11 @@ def get_data(atac, rna, genes, *, groupby: str, fasta=None, motifs="JASPAR2024",
         log.warning("%d of %d genes have no region within %d bp of the TSS and are skipped",
                     skipped["no region in the window"], len(gt), window_bp // 2)
     gt, idx, dist = gt[has].reset_index(drop=True), idx[has], dist[has]
+    body = None
+    if gene_body:
+        safe = np.where(idx >= 0, idx, 0)
+        body = ((idx >= 0) & (pm.peaks["end"].to_numpy(np.int64)[safe] > gt["gene_start"].to_numpy()[:, None])
+                & (pm.peaks["start"].to_numpy(np.int64)[safe] < gt["gene_end"].to_numpy()[:, None]))
     used, inv = np.unique(idx[idx >= 0], return_inverse=True)
     win = np.full_like(idx, -1)
     win[idx >= 0] = inv
@@ -356,11 +377,12 @@ def get_data(atac, rna, genes, *, groupby: str, fasta=None, motifs="JASPAR2024",
     motif, motif_names = (None, []) if fasta is None else _motif_table(regions, fasta, motifs, progress)
     gt["n_regions"] = (win >= 0).sum(axis=1)
     log.info("GET data: %d genes, %d regions (%.1f per window), %d groups, %d features", len(gt), len(regions),
-             gt["n_regions"].mean(), int(keep.sum()), len(motif_names) + 1)
+             gt["n_regions"].mean(), int(keep.sum()), len(motif_names) + 1 + bool(gene_body))
     return GETData(genes=gt, regions=regions, window_index=win, window_distance=dist, motif=motif,
                    accessibility=acc, expression=expr, groups=[n for n, k in zip(names, keep) if k],
-                   n_cells=n_cells[keep], feature_names=[*motif_names, "accessibility"], window_bp=int(window_bp),
-                   skipped=skipped)
+                   n_cells=n_cells[keep], feature_names=[*motif_names, *(["gene_body"] if gene_body else []),
+                                                         "accessibility"],
+                   window_bp=int(window_bp), skipped=skipped, window_gene_body=body)
 
 
 # -- training and prediction -----------------------------------------------------------------------
@@ -489,7 +511,8 @@ def _check_features(model_names, data: GETData, source) -> None:
 
 
 def get_finetune(data: GETData, pretrained, out, *, genes=None, lora_rank: int = 8, lora_alpha: float | None = None,
-                 lora_dropout: float = 0.0, head_hidden_size: int = 64, **train) -> dict:
+                 lora_dropout: float = 0.0, head_hidden_size: int = 64, objective: str = "poisson",
+                 **train) -> dict:
     """Fine-tune a pretrained GET to predict expression through :func:`atacformer.train.pretrain`.
 
     Attention pooling and an MLP over the pretrained encoder predict each (gene, group)'s log
@@ -510,6 +533,9 @@ def get_finetune(data: GETData, pretrained, out, *, genes=None, lora_rank: int =
         LoRA adapters on the encoder's attention and feed-forward layers (alpha default 2 x rank).
     head_hidden_size
         Hidden width of the expression MLP.
+    objective
+        ``"poisson"`` (Poisson likelihood of counts per million; Fu 2025) or ``"log1p_mse"``
+        (squared error of log1p counts per million; see :class:`~atacformer.models.get.GETConfig`).
     **train
         :class:`~atacformer.train.TrainConfig` fields.
 
@@ -530,15 +556,16 @@ def get_finetune(data: GETData, pretrained, out, *, genes=None, lora_rank: int =
     _check_features(read_config_json(d).get("feature_names", []), data, d)
     rows = _gene_rows(data, genes)
     examples = _examples(data, rows, target=True)
-    mean_target = float(examples.arrays["target"].mean())
+    y = examples.arrays["target"].astype(np.float64)
+    start = float(np.log1p(y).mean()) if objective == "log1p_mse" else float(np.log(max(y.mean(), 1e-3)))
     tc = _train_config(out, train)
 
     def build(seed):
         if seed is not None:
             torch.manual_seed(seed)
-        model = GETForExpression.from_pretrained_backbone(d, head_hidden_size=head_hidden_size)
-        with torch.no_grad():  # start at the mean rate: the Poisson loss's scale is the targets'
-            model.head[-1].bias.fill_(float(np.log(max(mean_target, 1e-3))))
+        model = GETForExpression.from_pretrained_backbone(d, head_hidden_size=head_hidden_size, objective=objective)
+        with torch.no_grad():  # start at the mean (log rate, or log1p): the loss's scale is the targets'
+            model.head[-1].bias.fill_(start)
         if lora_rank:
             model.add_lora(lora_rank, lora_alpha, lora_dropout)
         return model
@@ -586,7 +613,7 @@ def get_predict(model, data: GETData, *, genes=None, batch_size: int = 256) -> p
         for a in range(0, len(ex), batch_size):
             r = ex.get_rows(np.arange(a, min(a + batch_size, len(ex))))
             t = {k: v.to(device) for k, v in _as_tensors(data.features(r["gene"], r["group"])).items()}
-            out[a:a + len(r["gene"])] = model(**t).log_rate.double().cpu().numpy()
-    pred = np.exp(out).reshape(len(rows), len(data.groups)).T
+            out[a:a + len(r["gene"])] = model(**t).expression.double().cpu().numpy()
+    pred = out.reshape(len(rows), len(data.groups)).T
     return pd.DataFrame(pred, index=pd.Index(data.groups, name="group"),
                         columns=pd.Index(data.genes["gene_name"].to_numpy()[rows], name="gene"))

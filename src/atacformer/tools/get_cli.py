@@ -29,7 +29,8 @@ def _data(args, need_rna: bool):
     if need_rna and not args.rna:
         raise ValueError("--rna is needed here (expression of the same cells)")
     return get_data(_read(args.atac), _read(args.rna), args.genes, groupby=args.groupby, fasta=args.fasta,
-                    n_regions=args.n_regions, window_bp=args.window_bp, min_cells=args.min_cells)
+                    n_regions=args.n_regions, window_bp=args.window_bp, min_cells=args.min_cells,
+                    gene_body=args.gene_body)
 
 
 def _select(data, args):
@@ -76,8 +77,9 @@ def cmd_finetune(args) -> int:
     _check_folder(args.output, args.overwrite, args.resume)
     data = _data(args, need_rna=True)
     s = get_finetune(data, args.pretrained, args.output, genes=_select(data, args), lora_rank=args.lora_rank,
-                     **_train_kw(args))
-    print(f"{args.output}/model: {s['steps']} steps, Poisson NLL {s['final_loss']:.4f}", file=sys.stderr)
+                     objective=args.objective, **_train_kw(args))
+    what = "Poisson NLL" if args.objective == "poisson" else "log1p MSE"
+    print(f"{args.output}/model: {s['steps']} steps, {what} {s['final_loss']:.4f}", file=sys.stderr)
     return 0
 
 
@@ -112,6 +114,8 @@ def _data_args(p, rna_required: bool) -> None:
     p.add_argument("--n-regions", type=int, default=200, help="regions per gene window (default 200)")
     p.add_argument("--window-bp", type=int, default=2_000_000, help="window width around the TSS (default 2 Mb)")
     p.add_argument("--min-cells", type=int, default=1, help="drop groups with fewer cells")
+    p.add_argument("--gene-body", action="store_true",
+                   help="add a feature marking the window regions in the gene's own body (same for every stage)")
     p.add_argument("--chroms", help="comma-separated chromosomes whose genes are used (default all)")
     p.add_argument("--exclude-chroms", help="comma-separated chromosomes whose genes are held out")
     p.add_argument("-o", "--output", required=True)
@@ -145,6 +149,8 @@ def add_get_commands(sub) -> None:
     _train_args(f)
     f.add_argument("--pretrained", required=True, help="the pretrain command's OUTPUT/model folder")
     f.add_argument("--lora-rank", type=int, default=8, help="LoRA rank (0: train every weight)")
+    f.add_argument("--objective", choices=("poisson", "log1p_mse"), default="poisson",
+                   help="Poisson likelihood of CPM (Fu 2025; default) or squared error of log1p CPM")
     f.set_defaults(func=cmd_finetune)
     q = gs.add_parser("predict", help="predicted counts per million, groups x genes -> .h5ad")
     q.add_argument("model", metavar="MODEL", help="a fine-tuned GET folder")

@@ -9,6 +9,8 @@ from atacformer.models._pretrained import ModelConfig
 
 #: encoder layers LoRA adapts by default (names inside :class:`~atacformer.models._layers.EncoderBlock`)
 DEFAULT_LORA_TARGETS = ("qkv", "out_proj", "linear1", "linear2")
+#: fine-tuning losses (see :class:`GETConfig`)
+OBJECTIVES = ("poisson", "log1p_mse")
 
 
 @dataclass
@@ -35,6 +37,10 @@ class GETConfig(ModelConfig):
         Fraction of a window's regions replaced by the mask vector in pretraining (0.5).
     head_hidden_size
         Hidden width of the expression MLP after attention pooling.
+    objective
+        Fine-tuning loss: ``"poisson"`` (Poisson likelihood of the counts per million, the head
+        giving the log rate; Fu 2025) or ``"log1p_mse"`` (squared error of ``log1p`` counts per
+        million, the head giving ``log1p`` CPM: every gene weighs the same, as in a log-scale score).
     lora
         ``{"rank", "alpha", "dropout", "targets"}`` of the LoRA adapters of a fine-tuned
         model (``None``: none).
@@ -62,6 +68,7 @@ class GETConfig(ModelConfig):
     distance_buckets: int = 40
     mask_ratio: float = 0.5
     head_hidden_size: int = 64
+    objective: str = "poisson"
     lora: dict | None = None
     initializer_range: float = 0.02
 
@@ -70,6 +77,8 @@ class GETConfig(ModelConfig):
             raise ValueError(f"n_features must be at least 1, got {self.n_features}")
         if self.feature_names and len(self.feature_names) != self.n_features:
             raise ValueError(f"{len(self.feature_names)} feature names for n_features={self.n_features}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must lie in (0, 1), got {self.mask_ratio}")
         if self.distance_buckets < 2 or self.distance_buckets % 2:

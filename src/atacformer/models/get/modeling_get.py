@@ -54,13 +54,15 @@ def distance_bucket(distance: torch.Tensor, n_buckets: int) -> torch.Tensor:
 class GETOutput:
     """``loss`` (scalar or None) and what the head computed: ``reconstruction`` (B, N, F)
     of masked pretraining, or ``log_rate`` (B,) and ``attention`` (B, N) pooling weights
-    of fine-tuning; ``hidden`` (B, N, D) the encoder output."""
+    of fine-tuning, with ``expression`` (B,) the predicted counts per million (``exp`` of the
+    log rate, or ``expm1`` of the ``log1p_mse`` head); ``hidden`` (B, N, D) the encoder output."""
 
     loss: torch.Tensor | None
     hidden: torch.Tensor
     reconstruction: torch.Tensor | None = None
     log_rate: torch.Tensor | None = None
     attention: torch.Tensor | None = None
+    expression: torch.Tensor | None = None
 
 
 class GETModel(PretrainedMixin, nn.Module):
@@ -235,15 +237,22 @@ class GETForExpression(PretrainedMixin, nn.Module):
 
     def forward(self, features, attention_mask, distance, target=None) -> GETOutput:
         """As :meth:`GETModel.forward`; ``target`` (B,) expression (counts per million of the
-        pseudo-bulk) gives the Poisson loss of ``log_rate``."""
+        pseudo-bulk) gives the loss of ``config.objective``: the Poisson loss of ``log_rate``,
+        or the squared error of the head's ``log1p`` CPM against ``log1p(target)``."""
         hidden = self.get(features, attention_mask, distance)  # (B, N, D)
         keep = attention_mask.bool()
         score = self.pool_score(hidden).squeeze(-1).float().masked_fill(~keep, float("-inf"))  # (B, N)
         attn = torch.softmax(score, dim=-1)
         pooled = torch.einsum("bn,bnd->bd", attn.to(hidden.dtype), hidden)  # (B, D)
-        log_rate = self.head(pooled).squeeze(-1).float()  # (B,)
-        loss = self.loss_fn(log_rate, target.float()) if target is not None else None
-        return GETOutput(loss=loss, hidden=hidden, log_rate=log_rate, attention=attn)
+        out = self.head(pooled).squeeze(-1).float()  # (B,)
+        if self.config.objective == "log1p_mse":
+            expression = torch.expm1(out.clamp(min=0.0))
+            log_rate = torch.log(expression.clamp(min=1e-6))
+            loss = F.mse_loss(out, torch.log1p(target.float())) if target is not None else None
+        else:
+            log_rate, expression = out, torch.exp(out)
+            loss = self.loss_fn(log_rate, target.float()) if target is not None else None
+        return GETOutput(loss=loss, hidden=hidden, log_rate=log_rate, attention=attn, expression=expression)
 
     def merge_adapters(self) -> "GETForExpression":
         """Fold the LoRA adapters into the encoder weights (in place); plain layers after."""

@@ -114,12 +114,6 @@ def test_cli_leaves_nothing_on_error(tmp_path, out, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "bad.tsv.gz" in err and "line 3" in err
-    if out.endswith(".h5ad"):
-        assert os.listdir(target.parent) == []
-    else:  # the corpus holds the good dataset only: the failed one left no shard or temp folder
-        from atacformer.corpus import Corpus
-
-        c = Corpus.open(target)
-        assert len(c) == 3 - 1  # AAA and CCC
-        leftovers = [n for n in os.listdir(target) if "tmp" in n.lower()]
-        assert leftovers == []
+    # nothing of the run stays: no .h5ad, and no corpus folder (the inputs are one run: a rerun
+    # after fixing the bad file adds both, see tests/corpus/test_parallel.py)
+    assert os.listdir(target.parent) == []

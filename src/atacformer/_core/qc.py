@@ -59,6 +59,22 @@ def _add_insertion(x, lo, hi, tss_pos, tss_fwd, c, acc, profile):
     return hit
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _overlaps(iv_s, iv_e, lo, hi, s, e):
+    """Whether ``[s, e)`` overlaps one of the disjoint sorted intervals ``iv_s[lo:hi]``,
+    ``iv_e[lo:hi]``: the last interval starting before ``e`` does iff it ends after ``s``."""
+    if lo >= hi or e <= s:
+        return False
+    a, b = lo, hi
+    while a < b:
+        m = (a + b) >> 1
+        if iv_s[m] < e:
+            a = m + 1
+        else:
+            b = m
+    return a > lo and iv_e[a - 1] > s
+
+
 @njit(nogil=True, cache=True)
 def overlap_block(chrom_codes, starts, ends, cells, lo, hi, iv_s, iv_e, acc, col):
     """``acc[cell, col] += 1`` for every fragment overlapping one of the disjoint sorted
@@ -70,17 +86,8 @@ def overlap_block(chrom_codes, starts, ends, cells, lo, hi, iv_s, iv_e, acc, col
         s = starts[i]
         e = ends[i]
         k = chrom_codes[i]
-        a, b = lo[k], hi[k]
-        if a < b and e > s:
-            # the last interval starting before e overlaps [s, e) iff it ends after s
-            while a < b:
-                m = (a + b) >> 1
-                if iv_s[m] < e:
-                    a = m + 1
-                else:
-                    b = m
-            if a > lo[k] and iv_e[a - 1] > s:
-                acc[c, col] += 1
+        if _overlaps(iv_s, iv_e, lo[k], hi[k], s, e):
+            acc[c, col] += 1
 
 
 @njit(nogil=True, cache=True)
@@ -108,17 +115,8 @@ def qc_block(chrom_codes, starts, ends, counts, cells, tss_lo, tss_hi, tss_pos, 
         elif L <= MONO_MAX:
             acc[c, MONO] += 1
         length_hist[min(L, MAX_LENGTH)] += 1
-        # promoters: the last interval starting before e overlaps [s, e) iff it ends after s
-        a, b = prom_lo[k], prom_hi[k]
-        if a < b and e > s:
-            while a < b:
-                m = (a + b) >> 1
-                if prom_s[m] < e:
-                    a = m + 1
-                else:
-                    b = m
-            if a > prom_lo[k] and prom_e[a - 1] > s:
-                acc[c, PROM] += 1
+        if _overlaps(prom_s, prom_e, prom_lo[k], prom_hi[k], s, e):
+            acc[c, PROM] += 1
         lo, hi = tss_lo[k], tss_hi[k]
         if lo < hi and e > s:
             h1 = _add_insertion(s, lo, hi, tss_pos, tss_fwd, c, acc, profile)

@@ -13,15 +13,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-@njit(nogil=True, cache=True)
-def bad_prefix(seq):
-    """``out[i]`` = number of non-ACGT bases in ``seq[:i]``."""
-    out = np.zeros(len(seq) + 1, dtype=np.int64)
-    for i in range(len(seq)):
-        out[i + 1] = out[i] + (1 if seq[i] > 3 else 0)
-    return out
-
-
 CHUNK = 5  # bases per lookup table: 4^5 float32 scores of every 5-mer (4 KB, in L1)
 MARGIN = 1e-3  # above float32 rounding of scores (|score| < 100: < 1e-5) and table sums
 

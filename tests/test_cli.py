@@ -18,6 +18,17 @@ def test_help_lists_every_command():
         assert cmd in out
 
 
+def test_tokenize_command_does_not_import_the_model_stack(tmp_path, data_dir):
+    """``atacformer tokenize`` to .h5ad never imports torch, anndata or scikit-learn: building
+    the parser of every subcommand stays cheap (a regression cost the atlas CLI 10 s)."""
+    frag = data_dir / "fragments_macs3_chr22_100cells/test.fragments.tsv.gz"
+    code = ("import sys; from atacformer.cli import main; "
+            f"rc = main(['tokenize', {str(frag)!r}, '--genome', 'hg38', '-o', {str(tmp_path / 'c.h5ad')!r}]); "
+            "print(rc, sorted(m for m in ('torch', 'anndata', 'sklearn', 'scanpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "0 []"
+
+
 def test_tokenize_to_h5ad_matches_api(tmp_path, data_dir):
     frag = data_dir / "fragments_macs3_chr22_100cells/test.fragments.tsv.gz"
     out = tmp_path / "cells.h5ad"

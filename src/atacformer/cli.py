@@ -38,7 +38,7 @@ def cmd_tokenize(args) -> int:
     elif Path(out).exists() and not (Path(out) / "manifest.json").exists():
         raise AtacformerError(f"{out} exists and is not a corpus folder; name a new folder, an existing corpus "
                               "(to append to it) or an .h5ad file")
-    from atacformer._qc_cli import qc_finish, qc_options
+    from atacformer.commands.qc import qc_finish, qc_options
 
     qc_opts = qc_options(args)
     vocab = _vocab_from_args(args)
@@ -280,9 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     from atacformer.evaluation.cli import add_benchmark_commands
     from atacformer.evaluation.suites_cli import add_evaluate_commands
     from atacformer.train.cli import add_train_commands
-    from atacformer.models.tosica.cli import add_tosica_commands
-    from atacformer.tools.get_cli import add_get_commands
-    from atacformer.tools.dna_ranker_cli import add_dna_ranker_commands
+    from atacformer.commands.tosica import add_tosica_commands
+    from atacformer.commands.get import add_get_commands
+    from atacformer.commands.dna_ranker import add_dna_ranker_commands
     from atacformer.vocab.universe.cli import add_universe_commands
 
     p = argparse.ArgumentParser(prog="atacformer", description="Transformer foundation models for chromatin "
@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--input-type", choices=["fragments", "matrix", "bed"], help="override input type detection")
     t.add_argument("-o", "--output", required=True, help="OUT.h5ad or a corpus directory")
     t.add_argument("--overwrite", action="store_true", help="replace an existing OUT.h5ad")
-    from atacformer._qc_cli import add_qc_arguments
+    from atacformer.commands.qc import add_qc_arguments
 
     add_qc_arguments(t)
     t.add_argument("--workers", type=int, help="corpus OUT: worker processes, one input each (default: one per "

@@ -228,12 +228,14 @@ def test_cli_end_to_end(tmp_path, fasta, motif_case):
 def test_motif_scan_equals_brute_force_on_edge_cases():
     """Motifs of 3 to 21 columns (one, two and five 5-column blocks, the reverse strand's
     blocks in another order), a sequence with N runs and lower-case-free letters coded 4,
-    regions shorter than a motif, touching, overlapping and 12 kb long: max score and hit
-    count equal the double sum of every window's columns in order (Bio.motifs' rule)."""
+    regions shorter than a motif, touching, overlapping, 12 kb and 150 kb long (indexed in
+    three segments) and one all N: max score and hit count equal the double sum of every
+    window's columns in order (Bio.motifs' rule)."""
     rng = np.random.default_rng(3)
-    n = 40_000
+    n = 200_000
     codes = rng.integers(0, 4, n).astype(np.uint8)
     codes[5_000:5_040] = 4  # an N run inside a region
+    codes[190_000:190_300] = 4  # a region of Ns only
     codes[rng.integers(0, n, 30)] = 4  # single Ns
     pssms, ids = [], []
     for j, L in enumerate([3, 5, 6, 9, 11, 15, 21]):
@@ -244,8 +246,8 @@ def test_motif_scan_equals_brute_force_on_edge_cases():
     lens = np.array([len(M) for M in pssms])
     thr = np.array([0.55 * M.max(axis=1).sum() for M in pssms])
     ms = dna.MotifSet(ids, ids, pssms, 1e-4, thr)
-    starts = np.array([0, 4_990, 5_000, 5_002, 9_000, 9_004, 12_000, 24_000, 39_990, 20_000])
-    ends = np.array([4_990, 5_100, 5_010, 5_004, 9_010, 9_020, 24_000, 24_500, 40_000, 20_000])
+    starts = np.array([0, 4_990, 5_000, 5_002, 9_000, 9_004, 12_000, 24_000, 39_990, 20_000, 40_000, 190_000])
+    ends = np.array([4_990, 5_100, 5_010, 5_004, 9_010, 9_020, 24_000, 24_500, 40_000, 20_000, 190_000, 190_300])
     mx, cnt = dna.scan_motifs(codes, starts, ends, ms)
     for r, (s, e) in enumerate(zip(starts, ends)):
         for m, M in enumerate(pssms):

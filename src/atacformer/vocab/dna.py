@@ -397,12 +397,13 @@ GROUP_BASES = 50_000
 def _motif_arrays(pssms, thresholds=None):
     """What the scanning kernel reads: every motif's forward and reverse-complement rows
     stacked (float64), and each matrix cut into blocks of up to 5 columns with a float32
-    table of every block's scores, most informative block first (see
+    table of every block's scores, the most selective block first and its more selective
+    neighbour second (see
     :func:`atacformer.vocab._dna_kernels.scan_motifs`)."""
     from atacformer.vocab._dna_kernels import CHUNK as K
 
     rows, off, lens = [], [], []
-    tabs, g_col, g_shift, g_tab, g_rest, q_first, q_n = [], [], [], [], [], [], []
+    tabs, g_col, g_shift, g_tab, g_rest, q_first, q_n, q_after = [], [], [], [], [], [], [], []
     orders, ranked, g_order = [], [], []
     n = n_tab = n_order = 0
     for m, M in enumerate(pssms):
@@ -427,8 +428,15 @@ def _motif_arrays(pssms, thresholds=None):
                 share = float(np.mean(t >= t.max() - slack)) if np.isfinite(slack) else 1.0
                 blocks.append(((share, -float(t.max() - t.min())), c0, 2 * (K - w), t))
             blocks.sort(key=lambda x: x[0])  # the block that drops most windows first
+            after = True
             if len(blocks) == 1:  # the first test reads two blocks: a second one that adds 0
                 blocks.append(((1.0, 0.0), 0, 0, np.zeros(4 ** K)))
+            else:  # second: the more selective neighbour of the first (the index stores its code)
+                c1 = blocks[0][1]
+                nbr = next(i for i in range(1, len(blocks)) if abs(blocks[i][1] - c1) == K)
+                blocks.insert(1, blocks.pop(nbr))
+                after = blocks[1][1] > c1
+            q_after.append(after)
             q_first.append(len(g_col))
             q_n.append(len(blocks))
             best = [float(t.max()) for *_, t in blocks]
@@ -452,7 +460,7 @@ def _motif_arrays(pssms, thresholds=None):
     order = np.concatenate(orders) if orders else np.zeros(0, dtype=np.uint16)
     ranked = np.concatenate(ranked) if ranked else np.zeros(0, dtype=np.float32)
     return (mats, i64(off), i64(lens), tab, order, ranked, i64(g_col), i64(g_shift), i64(g_tab), np.array(g_rest),
-            i64(g_order), i64(q_first), i64(q_n))
+            i64(g_order), i64(q_first), i64(q_n), np.array(q_after, dtype=np.bool_))
 
 
 def scan_motifs(codes: np.ndarray, starts, ends, motifs: MotifSet, packed=None) -> tuple[np.ndarray, np.ndarray]:
@@ -475,6 +483,8 @@ def scan_motifs(codes: np.ndarray, starts, ends, motifs: MotifSet, packed=None) 
     if n_m == 0 or len(starts) == 0:
         return out_max, out_cnt
     packed = packed if packed is not None else _motif_arrays(motifs.pssms, motifs.thresholds)
+    if max(len(m) for m in motifs.pssms) >= K.RUN_CAP:
+        raise ValueError(f"motifs of {K.RUN_CAP} columns or more are not supported")
     mats, off, lens, *blocks = packed
     # groups of consecutive regions of about GROUP_BASES bases (at least one region each)
     size = np.cumsum(np.maximum(ends - starts, 0))

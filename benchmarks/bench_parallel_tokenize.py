@@ -18,16 +18,13 @@ Every corpus is checked cell for cell against the serial one. Times are the best
 ``--repeats`` rounds, each round running every configuration once (so that all see similar
 load): on a shared machine the best run is the least disturbed one.
 
-Measured (2 CPU cores shared with six other jobs, load average 4-6 during the run; best of 3
-rounds; every corpus equal to the serial one cell for cell), 16 files x 367,439 fragments
-(80.9 MB gzip): serial append 12.8 s; ``tokenize_to_corpus`` workers=1 15.3 s, workers=2
-13.6 s; Dask LocalCluster 1 worker 14.7 s, 2 workers 18.4 s. 16 files x 150,000 fragments:
-13.6, 13.9, 12.8, 12.3 and 12.9 s. Rounds of one configuration differ by up to 50%, more than
-the configurations differ, so no speed-up of 2 workers over 1 is resolved on this machine.
-Why little can be gained here: one such file tokenizes in about 0.25 s and its shard is written
-in about 0.35 s, so the 16 files hold about 10 s of work that workers can share, while creating
-the corpus (saving a 617,665-region vocabulary) costs about 4 s and starting a pool 2-4 s,
-and the two cores are already busy with other jobs.
+Measured on a quiet 2-core machine (best of 2 rounds; every corpus equal to the serial one
+cell for cell), 40 files x 367,439 fragments: serial append 11.8 s; ``tokenize_to_corpus``
+workers=1 12.1 s, workers=2 7.9 s (1.53x); Dask LocalCluster 1 worker 15.5 s, 2 workers
+12.1 s (1.28x). 16 files: 6.1, 6.3, 4.9, 7.6 and 5.7 s. Creating the corpus (saving a
+617,665-region vocabulary) and starting a pool are fixed costs of about a second, so the
+speed-up grows with the number of files. Under heavy load from other jobs (load average 4-6)
+rounds of one configuration differed by up to 50% and no speed-up was resolved.
 
 Usage::
 

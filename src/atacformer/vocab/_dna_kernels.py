@@ -3,9 +3,9 @@
 Sequences are 2-bit codes (``A C G T`` = ``0 1 2 3``; any other letter = 4) of one
 chromosome span; regions are ``[start, end)`` offsets into it. Motif scanning is a
 best-first branch and bound over 5-mer lookup tables and a 5-mer index of each region's
-positions (each entry carrying its neighbouring 5-mers), bounded by the region's best score so far as well as the hit threshold, so that
-the maximum and the hit count come out of one search; survivors are rescored exactly
-(double sums, as Bio.motifs).
+positions (each entry carrying its neighbouring 5-mers), bounded by the region's best score
+so far as well as the hit threshold, so that the maximum and the hit count come out of one
+search; survivors are rescored exactly (double sums, as Bio.motifs).
 """
 
 from __future__ import annotations

@@ -21,29 +21,21 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import parse, parser
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", default=str(REPO / ".." / "shared" / "data"))
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "bulk"))
+    p = parser(__doc__, "bulk")
     p.add_argument("--datasets", default="BM0828,Schep600")
     p.add_argument("--pretrain-minutes", type=float, default=2.0, help="time budget of each pretraining")
     p.add_argument("--sets-per-type", type=int, default=30)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--scembed-epochs", type=int, default=10)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    data = Path(args.data_dir)
-    if not data.is_dir():
-        print(f"real data folder {data} is absent (see ../shared/data/README.md)", file=sys.stderr)
+    args, data = parse(p, argv, threads=2)
+    if data is None:
         return 2
     import pandas as pd
     import torch

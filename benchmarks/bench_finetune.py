@@ -16,29 +16,21 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import parse, parser
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", default=str(REPO / ".." / "shared" / "data"))
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "finetune"))
+    p = parser(__doc__, "finetune")
     p.add_argument("--datasets", default="Granja-D6T1,BM0828,Schep600", help="labelled sets ('' for none)")
     p.add_argument("--batch-tasks", default="BM0828+Schep600,NeurIPS-2donors", help="batch tasks ('' for none)")
     p.add_argument("--base-minutes", type=float, default=4.0, help="time budget of each base pretraining")
     p.add_argument("--finetune-minutes", type=float, default=3.0, help="time budget of each fine-tuning")
     p.add_argument("--peakvi-minutes", type=float, default=5.0, help="PeakVI training time (0: skip PeakVI)")
     p.add_argument("--max-cells", type=int, help="stratified subsample of each set")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    data = Path(args.data_dir)
-    if not data.is_dir():
-        print(f"real data folder {data} is absent (see ../shared/data/README.md)", file=sys.stderr)
+    args, data = parse(p, argv, threads=2)
+    if data is None:
         return 2
     import torch
 

@@ -39,13 +39,12 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import parse, parser
 
 
 def _scores(name, pred_log, obs_log) -> dict:
@@ -68,9 +67,7 @@ def _ridge(x_train, y_train, x_test, seed):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", default=str(REPO / ".." / "shared" / "data"))
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "get"))
+    p = parser(__doc__, "get")
     p.add_argument("--test-chroms", default="chr1,chr8,chr17")
     p.add_argument("--leiden", type=int, default=3, help="ATAC Leiden clusters crossed with the condition")
     p.add_argument("--min-cells", type=int, default=50)
@@ -81,12 +78,8 @@ def main(argv=None) -> int:
     p.add_argument("--objective", choices=("poisson", "log1p_mse"), default="poisson",
                    help="GET fine-tuning loss (Poisson on CPM as in Fu 2025, or squared error of log1p CPM)")
     p.add_argument("--gene-body", action="store_true", help="add the in-gene-body region feature to GET")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    data_dir = Path(args.data_dir)
-    if not data_dir.is_dir():
-        print(f"real data folder {data_dir} is absent (see ../shared/data/README.md)", file=sys.stderr)
+    args, data_dir = parse(p, argv, threads=1)
+    if data_dir is None:
         return 2
     logging.basicConfig(level=logging.WARNING)
     import anndata as ad

@@ -25,7 +25,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import parse, parser
 
 
 def pca_embedding(counts, n_comps: int = 30, seed: int = 0) -> np.ndarray:
@@ -99,19 +98,13 @@ def run_dataset(pair, args, out: Path, say) -> pd.DataFrame:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", default=str(REPO / ".." / "shared" / "data"))
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "multimodal"))
+    p = parser(__doc__, "multimodal")
     p.add_argument("--datasets", default="neurips,scicar")
     p.add_argument("--minutes", type=float, default=3.0, help="training time budget per dataset")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    data = Path(args.data_dir)
-    if not data.is_dir():
-        print(f"real data folder {data} is absent (see ../shared/data/README.md)", file=sys.stderr)
+    args, data = parse(p, argv, threads=1)
+    if data is None:
         return 2
     import torch
 

@@ -15,17 +15,13 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import parse, parser
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", default=str(REPO / ".." / "shared" / "data"))
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "rna"))
+    p = parser(__doc__, "rna")
     p.add_argument("--datasets", default="scicar,neurips", help="paired sets: scicar, neurips")
     p.add_argument("--methods", default="genescore,multivi,knn,craft",
                    help="genescore, multivi, knn, craft (the random floor is always added)")
@@ -36,12 +32,8 @@ def main(argv=None) -> int:
     p.add_argument("--multivi-epochs", type=int, default=500, help="MultiVI epoch cap (early stopping on)")
     p.add_argument("--multivi-minutes", type=float, default=10.0, help="MultiVI time cap per set")
     p.add_argument("--train-fraction", type=float, default=0.5, help="share of each cell type used for training")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    data = Path(args.data_dir)
-    if not data.is_dir():
-        print(f"real data folder {data} is absent (see ../shared/data/README.md)", file=sys.stderr)
+    args, data = parse(p, argv, threads=2)
+    if data is None:
         return 2
     import torch
 

@@ -35,12 +35,10 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import parse, parser
 
 CLUSTER_COLUMNS = ["n_cells", "leiden_ari", "leiden_nmi", "kmeans_ari", "transfer_acc", "transfer_f1"]
 ANNOTATION_COLUMNS = ["n_cells", "accuracy", "macro_f1", "fraction_rejected"]
@@ -130,19 +128,13 @@ def score_expression(data: Path, reports: Path, seed: int, say) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", default=str(REPO / ".." / "shared" / "data"))
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "suites"))
+    p = parser(__doc__, "suites")
     p.add_argument("--dataset", default="BM0828", help="a labelled set of atacformer.evaluation.LABELLED_SETS")
     p.add_argument("--max-cells", type=int, default=None, help="stratified subsample (quick runs)")
     p.add_argument("--pretrain-minutes", type=float, default=2.0)
     p.add_argument("--scembed-epochs", type=int, default=10)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    data = Path(args.data_dir)
-    if not data.is_dir():
-        print(f"real data folder {data} is absent (see ../shared/data/README.md)", file=sys.stderr)
+    args, data = parse(p, argv, threads=2)
+    if data is None:
         return 2
     import torch
 

@@ -73,7 +73,11 @@ def make_file(n_target: int, path: Path, seed: int = 0) -> Path:
         bc = np.char.add(bcs, np.char.add("-", variant.astype(str)))
         parts.append(pd.DataFrame({"chrom": df["chrom"].to_numpy()[ok], "start": s[ok], "end": e[ok],
                                    "barcode": bc[ok], "count": rng.integers(1, 4, ok.sum())}))
-    out = pd.concat(parts, ignore_index=True).iloc[:n_target]
+    return _write_sorted(pd.concat(parts, ignore_index=True).iloc[:n_target], path)
+
+
+def _write_sorted(out: pd.DataFrame, path: Path) -> Path:
+    """Write fragments sorted by position (chromosomes in ``CHROMS`` order) as gzip, atomically."""
     out["chrom"] = pd.Categorical(out["chrom"].astype(str), categories=CHROMS, ordered=True)
     out = out.sort_values(["chrom", "start", "end"], kind="stable")
     tmp = path.with_suffix(".tmp")
@@ -105,14 +109,7 @@ def make_atlas_file(path: Path, copies: int = 30, jitter: int = 2000, seed: int 
         parts.append(pd.DataFrame({"chrom": df["chrom"].to_numpy()[ok], "start": s[ok], "end": e[ok],
                                    "barcode": df["barcode"].to_numpy()[ok] + f"-{r}",
                                    "count": df["count"].to_numpy()[ok]}))
-    out = pd.concat(parts, ignore_index=True)
-    out["chrom"] = pd.Categorical(out["chrom"].astype(str), categories=CHROMS, ordered=True)
-    out = out.sort_values(["chrom", "start", "end"], kind="stable")
-    tmp = path.with_suffix(".tmp")
-    with gzip.open(tmp, "wt", compresslevel=4) as f:
-        out.to_csv(f, sep="\t", header=False, index=False)
-    os.replace(tmp, path)
-    return path
+    return _write_sorted(pd.concat(parts, ignore_index=True), path)
 
 
 def bins_bed(path: Path) -> Path:

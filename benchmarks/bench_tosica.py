@@ -22,17 +22,15 @@ The tables land in ``OUT/tosica_<datasets>.md`` (and ``accuracy_*.csv``, ``rejec
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import parse, parser
 
 #: data set -> (h5ad under the data folder, label column, cell type held out for rejection)
 DATASETS = {
@@ -130,21 +128,15 @@ def run_dataset(name, data: Path, gmt: Path, args, work: Path, say) -> tuple[lis
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", default=str(REPO / ".." / "shared" / "data"))
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "tosica"))
+    p = parser(__doc__, "tosica")
     p.add_argument("--datasets", default="bmmc,scicar")
     p.add_argument("--gmt", default="reactome_TOSICA.gmt", help="file in gene_sets_gmt_human/")
     p.add_argument("--epochs", type=float, default=20.0)
     p.add_argument("--minutes", type=float, default=12.0, help="time budget of each TOSICA training (the cpu "
                    "preset's 12 minutes); a loaded machine may stop before --epochs")
     p.add_argument("--max-cells", type=int, default=600, help="subsample larger data sets to this many cells")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    data = Path(args.data_dir)
-    if not data.is_dir():
-        print(f"real data folder {data} is absent (see ../shared/data/README.md)", file=sys.stderr)
+    args, data = parse(p, argv, threads=1)
+    if data is None:
         return 2
     import pandas as pd
     import torch

@@ -15,26 +15,21 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import parse, parser
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", default=str(REPO / ".." / "shared" / "data"))
+    p = parser(__doc__)
     p.add_argument("--lrs", default="3e-3,1e-3")
     p.add_argument("--epochs", type=float, default=20.0)
-    args = p.parse_args(argv)
-    data = Path(args.data_dir)
-    if not data.is_dir():
-        print(f"real data folder {data} is absent (see ../shared/data/README.md)", file=sys.stderr)
+    args, data = parse(p, argv)
+    if data is None:
         return 2
     import anndata as ad
     import torch

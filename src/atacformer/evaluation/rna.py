@@ -55,7 +55,6 @@ its retrieval and imputation rows.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +63,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
+
+from atacformer.io._atomic import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -459,12 +460,6 @@ def _describe(row: dict, status: str) -> str:
     return f"Pearson per gene {row['pearson_gene']:.3f}, per cell {row['pearson_cell']:.3f}"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def format_rna_table(table: pd.DataFrame) -> str:
     """A markdown table: retrieval columns, then imputation columns."""
     cols = [c for c in COLUMNS if c in table and table[c].notna().any()]
@@ -550,7 +545,7 @@ def run_rna_benchmark(pairs, methods=METHODS, out="rna_benchmark", seed: int = 0
         table[c] = table[c].astype("Int64")
     order = {**{name: i for i, name in enumerate(pairs)}, "retrieval": 0, "imputation": 1}
     table = table.sort_values(["dataset", "task"], key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
-    _write_atomic(out / "rna_benchmark.tsv", table.to_csv(sep="\t", index=False))
-    _write_atomic(out / "rna_benchmark.md", format_rna_table(table))
+    write_text_atomic(out / "rna_benchmark.tsv", table.to_csv(sep="\t", index=False))
+    write_text_atomic(out / "rna_benchmark.md", format_rna_table(table))
     say(f"wrote {out / 'rna_benchmark.tsv'} and {out / 'rna_benchmark.md'}")
     return table

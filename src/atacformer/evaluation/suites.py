@@ -54,6 +54,8 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from atacformer.io._atomic import write_text_atomic
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["ALIASES", "SUITES", "SUITE_METRICS", "Report", "annotation", "clustering", "collect_reports",
@@ -357,19 +359,9 @@ class Report:
         path = Path(os.fspath(path))
         if path.suffix != ".json":
             raise ValueError(f"{path}: a report is written to a .json file")
-        _write_text_atomic(path, json.dumps(self.to_json(), indent=1) + "\n")
-        _write_text_atomic(path.with_suffix(".tsv"), pd.DataFrame([self.row()]).to_csv(sep="\t", index=False))
+        write_text_atomic(path, json.dumps(self.to_json(), indent=1) + "\n")
+        write_text_atomic(path.with_suffix(".tsv"), pd.DataFrame([self.row()]).to_csv(sep="\t", index=False))
         return path
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _slug(name: str) -> str:

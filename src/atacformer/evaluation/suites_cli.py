@@ -82,9 +82,9 @@ def cmd_table(args) -> int:
         check_output_file(args.output, overwrite=args.overwrite, suffix=".tsv")
     table = collect_reports(args.reports, suite=args.suite)
     if args.output:
-        from atacformer.evaluation.suites import _write_text_atomic
+        from atacformer.io._atomic import write_text_atomic
 
-        _write_text_atomic(Path(args.output), table.to_csv(sep="\t", index=False))
+        write_text_atomic(Path(args.output), table.to_csv(sep="\t", index=False))
         print(f"wrote {args.output}: {len(table)} reports", file=sys.stderr)
     else:
         print(format_reports(table, args.columns.split(",") if args.columns else None), end="")

@@ -110,14 +110,10 @@ def check_output_file(path, *, overwrite: bool = False, inputs=(), suffix: str =
 def write_h5ad_atomic(adata, path) -> None:
     """Write an AnnData to ``path`` through a temporary file and a rename, so a failure
     leaves no partial ``.h5ad`` behind."""
-    path = os.fspath(path)
-    tmp = path + ".tmp.h5ad"
-    try:
+    from atacformer.io._atomic import atomic_path
+
+    with atomic_path(path, ".tmp.h5ad") as tmp:
         adata.write_h5ad(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def csr_from_pairs(rows, cols, n_rows: int, n_cols: int, data=None) -> sp.csr_matrix:

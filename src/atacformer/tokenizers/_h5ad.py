@@ -11,12 +11,11 @@ barcodes cost more than the write itself, and a command line that only writes ne
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
 
 from atacformer._core.names import region_names_bytes
+from atacformer.io._atomic import atomic_path
 
 
 def _attrs(obj, kind: str, version: str) -> None:
@@ -100,38 +99,31 @@ def write_cells_h5ad(cells, path) -> None:
     """
     import h5py
 
-    path = os.fspath(path)
-    tmp = path + ".tmp.h5ad"
     v = cells.vocab
     X = cells.X
-    try:
-        with h5py.File(tmp, "w") as f:
-            _attrs(f, "anndata", "0.1.0")
-            g = f.create_group("X")
-            _attrs(g, "csr_matrix", "0.1.0")
-            g.attrs["shape"] = np.array(X.shape, dtype=np.int64)
-            g.create_dataset("data", data=X.data)
-            g.create_dataset("indices", data=X.indices)
-            g.create_dataset("indptr", data=X.indptr)
-            _dataframe(f, "obs", cells.obs, np.asarray(cells.barcodes))
-            chrom = pd.Categorical(v.chroms, categories=v.chrom_names)
-            var = pd.DataFrame({"chrom": chrom, "start": v.starts, "end": v.ends})
-            try:
-                names = region_names_bytes(chrom.codes, v.chrom_names, v.starts, v.ends)
-            except UnicodeEncodeError:  # a non-ASCII chromosome name
-                names = np.asarray(v.region_names(), dtype=object)
-            _dataframe(f, "var", var, names)
-            uns = {"atacformer_vocab": {"hash": v.region_hash(), "genome": v.genome or "",
-                                        "bin_size": int(v.bin_size or 0),
-                                        "special_tokens": np.array(list(v.special_tokens), dtype=object)}}
-            uns.update(cells.uns)
-            u = f.create_group("uns")
-            _attrs(u, "dict", "0.1.0")
-            for k, x in uns.items():
-                _value(u, k, x)
-            for k in ("obsm", "varm", "obsp", "varp", "layers"):
-                _attrs(f.create_group(k), "dict", "0.1.0")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path, ".tmp.h5ad") as tmp, h5py.File(tmp, "w") as f:
+        _attrs(f, "anndata", "0.1.0")
+        g = f.create_group("X")
+        _attrs(g, "csr_matrix", "0.1.0")
+        g.attrs["shape"] = np.array(X.shape, dtype=np.int64)
+        g.create_dataset("data", data=X.data)
+        g.create_dataset("indices", data=X.indices)
+        g.create_dataset("indptr", data=X.indptr)
+        _dataframe(f, "obs", cells.obs, np.asarray(cells.barcodes))
+        chrom = pd.Categorical(v.chroms, categories=v.chrom_names)
+        var = pd.DataFrame({"chrom": chrom, "start": v.starts, "end": v.ends})
+        try:
+            names = region_names_bytes(chrom.codes, v.chrom_names, v.starts, v.ends)
+        except UnicodeEncodeError:  # a non-ASCII chromosome name
+            names = np.asarray(v.region_names(), dtype=object)
+        _dataframe(f, "var", var, names)
+        uns = {"atacformer_vocab": {"hash": v.region_hash(), "genome": v.genome or "",
+                                    "bin_size": int(v.bin_size or 0),
+                                    "special_tokens": np.array(list(v.special_tokens), dtype=object)}}
+        uns.update(cells.uns)
+        u = f.create_group("uns")
+        _attrs(u, "dict", "0.1.0")
+        for k, x in uns.items():
+            _value(u, k, x)
+        for k in ("obsm", "varm", "obsp", "varp", "layers"):
+            _attrs(f.create_group(k), "dict", "0.1.0")

@@ -441,8 +441,7 @@ def describe(model) -> str:
 def save_json(path: Path, obj) -> None:
     """Write JSON atomically."""
     import json
-    import os
 
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    from atacformer.io._atomic import write_text_atomic
+
+    write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")

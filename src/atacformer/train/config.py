@@ -486,12 +486,9 @@ class TrainConfig:
 
     def save(self, path) -> None:
         """Write as JSON (atomically)."""
-        import os
+        from atacformer.io._atomic import write_text_atomic
 
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path) -> "TrainConfig":

@@ -54,3 +54,30 @@ def test_sigkill_then_resume_equals_uninterrupted(toy_corpus, tmp_path, cli, sub
     a = torch.load(tmp_path / "full" / "checkpoints" / "step-00000040.pt", weights_only=True)["model"]
     b = torch.load(out / "checkpoints" / "step-00000040.pt", weights_only=True)["model"]
     assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-6) for k in a)
+
+
+class _CtrlCWhilePickled:
+    """Sends this process SIGINT while torch.save is writing it."""
+
+    def __reduce__(self):
+        import os
+
+        os.kill(os.getpid(), signal.SIGINT)
+        return (int, (7,))
+
+
+def test_ctrl_c_inside_a_checkpoint_write_finishes_it_first(tmp_path):
+    from atacformer.train.checkpoint import _atomic_torch_save
+
+    path = tmp_path / "checkpoints" / "step-00000005.pt"
+    obj = {"w": torch.arange(1000.0), "x": _CtrlCWhilePickled()}
+    try:
+        _atomic_torch_save(obj, path)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the interrupt was swallowed")
+    back = torch.load(path, weights_only=False)  # complete and loadable; no temporary left
+    assert back["x"] == 7 and torch.equal(back["w"], torch.arange(1000.0))
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

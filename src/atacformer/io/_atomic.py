@@ -31,3 +31,28 @@ def write_text_atomic(path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         f.write(text)
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise :class:`KeyboardInterrupt`.
+
+    For writes that a library cannot abandon cleanly half-way (``torch.save`` turns an
+    interrupt inside its writer into an unrelated ``RuntimeError``). Outside the main thread,
+    or when SIGINT is not handled by Python's default handler, the block runs unchanged.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    caught = []
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt

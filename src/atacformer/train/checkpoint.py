@@ -34,6 +34,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from atacformer.errors import AtacformerError
+from atacformer.io._atomic import deferred_interrupt
 from atacformer.models._pretrained import set_default_modes
 
 logger = logging.getLogger(__name__)
@@ -156,20 +157,23 @@ def latest_checkpoint(out) -> Path | None:
 def _atomic_torch_save(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY)
+    # Ctrl-C waits for the checkpoint: an interrupt inside torch.save's writer surfaces as an
+    # unrelated RuntimeError, and a finished checkpoint is what --resume needs
+    with deferred_interrupt():
         try:
-            os.fsync(dfd)  # the rename itself survives a crash
+            with open(tmp, "wb") as f:
+                torch.save(obj, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            dfd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)  # the rename itself survives a crash
+            finally:
+                os.close(dfd)
         finally:
-            os.close(dfd)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+            if tmp.exists():
+                tmp.unlink()
 
 
 def _full() -> StateDictOptions:

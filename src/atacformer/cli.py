@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     from atacformer.commands.tosica import add_tosica_commands
     from atacformer.commands.get import add_get_commands
     from atacformer.commands.dna_ranker import add_dna_ranker_commands
-    from atacformer.vocab.universe.cli import add_universe_commands
+    from atacformer.commands.universe import add_universe_commands
 
     p = argparse.ArgumentParser(prog="atacformer", description="Transformer foundation models for chromatin "
                                 "accessibility: tokenize, pretrain, embed, annotate, cluster.")

@@ -62,3 +62,12 @@ def bin_pairs(chrom_codes, starts, ends, cells, chrom_off, chrom_nbins, bin_size
         if cells[i] >= 0:
             n_frag[cells[i]] += 1
     return m
+
+
+@njit(nogil=True, cache=True)
+def first_past_end(chrom_codes, ends, chrom_length):
+    """Index of the first fragment whose end lies past its chromosome's length, else -1."""
+    for i in range(len(ends)):
+        if ends[i] > chrom_length[chrom_codes[i]]:
+            return i
+    return -1

@@ -31,6 +31,7 @@ if sys.byteorder != "little":  # the word-at-a-time code reads bytes as little-e
 
 OK, GROW, BAD, FULL = 0, 1, 2, 3
 INLINE = 24  # key bytes held in a row
+AHEAD = 16  # keys hashed and prefetched ahead of their lookup
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xC2B2AE3D27D4EB4F)
 _FNV_PRIME = np.uint64(1099511628211)
@@ -58,6 +59,28 @@ def _cttz(typingctx, x):
 
     def codegen(context, builder, signature, args):
         return builder.cttz(args[0], ir.Constant(ir.IntType(1), 0))
+
+    return sig, codegen
+
+
+@intrinsic
+def _prefetch_row(typingctx, rows, idx):
+    """Ask the CPU to bring row ``idx`` of a C-contiguous ``(n, 4)`` uint64 table into cache
+    (``llvm.prefetch``: a hint, it never faults)."""
+    sig = types.void(rows, types.int64)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.gep(ary.data, [builder.mul(args[1], ir.Constant(ir.IntType(64), 4))])
+        i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fn = builder.module.globals.get("llvm.prefetch.p0")
+        if fn is None:
+            fn = ir.Function(builder.module, ir.FunctionType(ir.VoidType(), [i8p.type, i32, i32, i32]),
+                             "llvm.prefetch.p0")
+        # read, keep in all cache levels, data cache
+        builder.call(fn, [i8p, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
 
     return sig, codegen
 
@@ -222,17 +245,26 @@ def _lookup(buf, a, b, rows, key_off, arena, state):
 def find_keys(buf, key_a, key_b, n, rows, key_off, arena, ids):
     """``ids[r]`` = id of key ``buf[key_a[r]:key_b[r]]`` for ``r < n``, -1 when absent.
 
-    Returns how many are absent (then :func:`insert_keys`). The common case, a short key in
-    its home slot, is tested without branches (a mispredicted branch on a value still
-    coming from memory stalls the loop); anything else takes the full probe.
+    Returns how many are absent (then :func:`insert_keys`). Each key's home slot is hashed
+    ``AHEAD`` keys early and prefetched (kept in ``ids`` until its turn), so a table larger
+    than the caches costs overlapping memory reads, not one full miss per key. The common
+    case, a short key in its home slot, is tested without branches (a mispredicted branch on
+    a value still coming from memory stalls the loop); anything else takes the full probe.
     """
     mask = rows.shape[0] - 1
+    for r in range(min(n, AHEAD)):
+        ids[r] = np.int64(_key(buf, key_a[r], key_b[r])[3] & np.uint64(mask))
+        _prefetch_row(rows, ids[r])
     miss = 0
     for r in range(n):
+        q = r + AHEAD
+        if q < n:
+            ids[q] = np.int64(_key(buf, key_a[q], key_b[q])[3] & np.uint64(mask))
+            _prefetch_row(rows, ids[q])
         a = key_a[r]
         b = key_b[r]
         w0, w1, w2, h, tag = _key(buf, a, b)
-        pos = np.int64(h & np.uint64(mask))
+        pos = ids[r]
         if _row_holds(rows, pos, w0, w1, w2, tag) & (b - a <= INLINE):
             ids[r] = np.int64(rows[pos, 3] & np.uint64(0xFFFFFFFF)) - 1
         else:

@@ -21,49 +21,48 @@ MERGE_MIN_ENTRIES = 4_000_000
 
 
 @njit(nogil=True, cache=True)
-def _run_lengths(keys, out_keys, out_counts):
-    """Count the runs of equal sorted ``keys``; returns the number of runs written."""
+def _merge_counts(k1, s1, keys, out_k, out_s):
+    """Merge sorted unique keys ``k1`` (sums ``s1``) with sorted ``keys`` (repeats allowed, each
+    counting 1) into sorted unique ``out_k`` / ``out_s``; returns the number written.
+
+    Counting the runs of ``keys`` in the merge itself spares a pass and two temporaries."""
+    i = j = 0
     m = -1
-    for i in range(len(keys)):
-        if m < 0 or keys[i] != out_keys[m]:
-            m += 1
-            out_keys[m] = keys[i]
-            out_counts[m] = 1
+    n1 = len(k1)
+    n2 = len(keys)
+    while i < n1 or j < n2:
+        if j >= n2 or (i < n1 and k1[i] <= keys[j]):
+            k = k1[i]
+            v = s1[i]
+            i += 1
         else:
-            out_counts[m] += 1
+            k = keys[j]
+            v = 1
+            j += 1
+        if m >= 0 and out_k[m] == k:
+            out_s[m] += v
+        else:
+            m += 1
+            out_k[m] = k
+            out_s[m] = v
     return m + 1
 
 
 @njit(nogil=True, cache=True)
-def _merge_sums(k1, s1, k2, s2, out_k, out_s):
-    """Merge two sorted unique key runs, adding the sums of keys in both."""
-    i = j = m = 0
-    while i < len(k1) and j < len(k2):
-        if k1[i] < k2[j]:
-            out_k[m] = k1[i]
-            out_s[m] = s1[i]
-            i += 1
-        elif k2[j] < k1[i]:
-            out_k[m] = k2[j]
-            out_s[m] = s2[j]
-            j += 1
-        else:
-            out_k[m] = k1[i]
-            out_s[m] = s1[i] + s2[j]
-            i += 1
-            j += 1
-        m += 1
-    while i < len(k1):
-        out_k[m] = k1[i]
-        out_s[m] = s1[i]
-        i += 1
-        m += 1
-    while j < len(k2):
-        out_k[m] = k2[j]
-        out_s[m] = s2[j]
-        j += 1
-        m += 1
-    return m
+def _keys_to_csr(keys, sums, n_cols, indptr, indices, data):
+    """Sorted unique keys ``row * n_cols + col`` -> CSR arrays (``indptr`` zeroed, of length
+    n_rows + 1). Returns -1, or the first row out of range."""
+    n_rows = len(indptr) - 1
+    for i in range(len(keys)):
+        r = keys[i] // n_cols
+        if r >= n_rows:
+            return r
+        indptr[r + 1] += 1
+        indices[i] = keys[i] - r * n_cols
+        data[i] = sums[i]
+    for r in range(n_rows):
+        indptr[r + 1] += indptr[r]
+    return -1
 
 
 def count_keys(keys: np.ndarray):
@@ -71,7 +70,7 @@ def count_keys(keys: np.ndarray):
     keys = np.sort(np.asarray(keys, dtype=np.int64))
     out_k = np.empty(len(keys), np.int64)
     out_s = np.empty(len(keys), np.int64)
-    m = _run_lengths(keys, out_k, out_s)
+    m = _merge_counts(out_k[:0], out_s[:0], keys, out_k, out_s)
     return out_k[:m], out_s[:m]
 
 
@@ -118,12 +117,16 @@ class PairSums:
     def _merge(self) -> None:
         if not self._pending:
             return
-        k2, s2 = count_keys(np.concatenate(self._pending))
+        keys = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0].copy()
+        keys.sort()  # in place: the concatenation is ours
         self._pending, self._n_pending = [], 0
-        out_k = np.empty(len(self._keys) + len(k2), np.int64)
+        out_k = np.empty(len(self._keys) + len(keys), np.int64)
         out_s = np.empty(len(out_k), np.int64)
-        m = _merge_sums(self._keys, self._sums, k2, s2, out_k, out_s)
-        self._keys, self._sums = out_k[:m], out_s[:m]
+        m = _merge_counts(self._keys, self._sums, keys, out_k, out_s)
+        del keys
+        # keep only what was written (a copy, so the slack is freed)
+        self._keys, self._sums = (out_k[:m].copy(), out_s[:m].copy()) if m < 0.9 * len(out_k) else (
+            out_k[:m], out_s[:m])
 
     @property
     def n_entries(self) -> int:
@@ -134,15 +137,14 @@ class PairSums:
         """The summed ``n_rows x n_cols`` matrix, indices sorted within rows."""
         self._merge()
         keys, sums = self._keys, self._sums
-        rows = keys // max(self.n_cols, 1)
-        cols = keys - rows * self.n_cols
-        if len(rows) and rows[-1] >= n_rows:
-            raise ValueError(f"row {int(rows[-1])} out of range for {n_rows} rows")
-        indptr = np.zeros(n_rows + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
         idx_dtype = np.int32 if max(len(keys), self.n_cols) < np.iinfo(np.int32).max else np.int64
-        m = sp.csr_matrix((sums.astype(dtype), cols.astype(idx_dtype), indptr.astype(idx_dtype)),
-                          shape=(n_rows, self.n_cols))
+        indptr = np.zeros(n_rows + 1, dtype=idx_dtype)
+        indices = np.empty(len(keys), dtype=idx_dtype)
+        data = np.empty(len(keys), dtype=dtype)
+        bad = _keys_to_csr(keys, sums, max(self.n_cols, 1), indptr, indices, data)
+        if bad >= 0:
+            raise ValueError(f"row {bad} out of range for {n_rows} rows")
+        m = sp.csr_matrix((data, indices, indptr), shape=(n_rows, self.n_cols))
         m.has_sorted_indices = True
         m.has_canonical_format = True
         return m

@@ -18,7 +18,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from atacformer._core import sums as _sums
-from atacformer._core.binning import bin_pairs
+from atacformer._core.binning import bin_pairs, first_past_end
 from atacformer._core.overlap import bin_span_pairs
 from atacformer.genome import get_genome, is_contig
 from atacformer.errors import GenomeMismatchError, InputFormatError
@@ -149,8 +149,7 @@ class _BlockMapper:
         usable, length, _, _ = self._chrom_tables(fb)
         if self.genome is None:
             return usable
-        over = fb.ends > length[fb.chrom_codes]
-        if over.any():
+        if first_past_end(fb.chrom_codes, fb.ends, length) >= 0:
             sizes = self.genome.chrom_sizes
             fb.fail_at(lambda f: (f"end lies past the end of {_norm(f[0])} ({sizes[_norm(f[0])]} bp) "
                                   f"in genome {self.genome.name}", int(f[2]))

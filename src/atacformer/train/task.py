@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-import scipy.sparse as sp
 
 #: Models trained through a :class:`Task` (``TrainConfig.model``); each has its own CLI.
 TASK_MODELS = ("tosica", "get", "dna-ranker")
@@ -43,6 +42,8 @@ class ArrayExamples:
         sizes = {k: v.shape[0] for k, v in arrays.items()}
         if len(set(sizes.values())) != 1:
             raise ValueError(f"examples must have the same number of rows, got {sizes}")
+        import scipy.sparse as sp  # here: the command line reads this module's names
+
         self.arrays = {k: (v.tocsr() if sp.issparse(v) else np.asarray(v)) for k, v in arrays.items()}
         self.n = next(iter(sizes.values()))
         if self.n == 0:

@@ -41,3 +41,20 @@ def test_writer_equals_anndata(data_dir, tmp_path, qc):
     pd.testing.assert_frame_equal(a.var, b.var)
     _same(a.uns, b.uns)
     assert list(tmp_path.iterdir()) and not list(tmp_path.glob("*.tmp*"))
+
+
+def test_string_conversions_equal_numpys():
+    """The fast ASCII <-> UCS-4 conversions of barcodes equal numpy's astype."""
+    from atacformer._core.names import ascii_to_unicode, unicode_to_ascii
+
+    rng = np.random.default_rng(0)
+    alphabet = np.array(list("ACGT-1_x:"))
+    words = ["".join(rng.choice(alphabet, rng.integers(1, 25))) for _ in range(2000)] + ["A", "AC\x00G"]
+    u = np.array(words)
+    s = unicode_to_ascii(u)
+    assert s.dtype == u.astype("S").dtype and (s == u.astype("S")).all()
+    back = ascii_to_unicode(s.view(np.uint8).reshape(len(s), -1))
+    assert back.dtype == u.dtype and (back == u).all()
+    assert unicode_to_ascii(np.array(["AAC", "\u00e9"])) is None  # not ASCII: the caller falls back
+    empty = unicode_to_ascii(np.array(["x"])[:0])
+    assert empty is not None and len(empty) == 0

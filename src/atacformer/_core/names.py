@@ -49,7 +49,7 @@ def region_names_bytes(codes, chrom_names, starts, ends) -> np.ndarray:
     Examples
     --------
     >>> region_names_bytes(np.array([0, 1]), ["chr1", "chrX"], np.array([0, 5000]), np.array([5000, 10000]))
-    array([b'chr1:0-5000', b'chrX:5000-10000'], dtype='|S15')
+    array([b'chr1:0-5000', b'chrX:5000-10000'], dtype='|S16')
     """
     enc = [str(c).encode("ascii") for c in chrom_names]
     clen = np.array([len(e) for e in enc], np.int64)
@@ -63,3 +63,32 @@ def region_names_bytes(codes, chrom_names, starts, ends) -> np.ndarray:
     out = np.zeros((len(starts), width), np.uint8)
     _format(np.asarray(codes, np.int64), cb, clen, starts, ends, out)
     return out.view(f"S{width}").ravel()
+
+
+def ascii_to_unicode(codes: np.ndarray) -> np.ndarray:
+    """``(n, width)`` uint8 ASCII bytes (NUL padded) -> a numpy ``U{width}`` array.
+
+    Widening each byte to a UCS-4 code unit is what ``S -> U`` conversion does, minus its
+    per-element decoding (about 8x faster on a million barcodes)."""
+    n, width = codes.shape
+    return np.ascontiguousarray(codes, dtype=np.uint32).view(f"U{max(width, 1)}").reshape(n) if width else \
+        np.zeros(n, dtype="U1")
+
+
+def unicode_to_ascii(arr: np.ndarray) -> np.ndarray | None:
+    """A numpy ``U`` array of ASCII strings -> the same as an ``S`` array (``None`` when a
+    string holds a non-ASCII character); the fast form of ``arr.astype("S")``.
+
+    Examples
+    --------
+    >>> unicode_to_ascii(np.array(["AAC-1", "GT"]))
+    array([b'AAC-1', b'GT'], dtype='|S5')
+    """
+    arr = np.ascontiguousarray(arr)
+    width = arr.dtype.itemsize // 4
+    if arr.dtype.kind != "U" or width == 0:
+        return None
+    cps = arr.view(np.uint32).reshape(len(arr), width)
+    if len(arr) and int(cps.max()) >= 128:
+        return None
+    return cps.astype(np.uint8).view(f"S{width}").reshape(len(arr))

@@ -26,6 +26,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from atacformer._core.names import ascii_to_unicode
+
 if sys.byteorder != "little":  # the word-at-a-time code reads bytes as little-endian words
     raise ImportError("atacformer's fragments parser needs a little-endian CPU (x86-64, ARM64)")
 
@@ -506,7 +508,7 @@ class KeyTable:
             return None
         if (buf[np.arange(n - start), lens - 1] == 0).any():  # fixed-width bytes drop trailing NULs
             return None
-        return buf.view(f"S{width}").ravel().astype(f"U{width}")
+        return ascii_to_unicode(buf)
 
     def keys(self, start: int = 0) -> list[str]:
         """Keys with ids ``start..`` as strings."""

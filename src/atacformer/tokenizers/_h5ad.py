@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from atacformer._core.names import region_names_bytes
+from atacformer._core.names import region_names_bytes, unicode_to_ascii
 from atacformer.io._atomic import atomic_path
 
 
@@ -30,11 +30,16 @@ def _strings(g, key: str, values) -> None:
     if arr.dtype.kind == "S" and len(arr):
         _attrs(g.create_dataset(key, data=arr), "string-array", "0.2.0")
         return
-    try:  # fixed-width ASCII is written in one block (anndata reads it through h5py's asstr())
-        fixed = arr.astype("S") if arr.dtype.kind in "OU" else None
-        if fixed is not None and fixed.dtype.itemsize == 0:
+    # fixed-width ASCII is written in one block (anndata reads it through h5py's asstr())
+    fixed = None
+    if arr.dtype.kind == "U":
+        fixed = unicode_to_ascii(arr)  # None when not ASCII
+    elif arr.dtype.kind == "O":
+        try:
+            fixed = arr.astype("S")
+        except UnicodeEncodeError:
             fixed = None
-    except UnicodeEncodeError:
+    if fixed is not None and fixed.dtype.itemsize == 0:
         fixed = None
     if fixed is not None and len(fixed):
         d = g.create_dataset(key, data=fixed)

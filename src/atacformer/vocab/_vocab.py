@@ -71,6 +71,7 @@ class Vocabulary:
         self.bin_size = bin_size
         self._index: dict[str, tuple[np.ndarray, IntervalIndex]] | None = None
         self._hash: str | None = None
+        self._region_hash: str | None = None
         self._chrom_offsets: dict[str, int] | None = None
 
     # -- construction -------------------------------------------------------------------
@@ -130,8 +131,7 @@ class Vocabulary:
     @property
     def chrom_names(self) -> list[str]:
         """Chromosomes in order of first appearance."""
-        _, first = np.unique(self.chroms, return_index=True)
-        return [self.chroms[i] for i in sorted(first)]
+        return list(self._chrom_offset())  # factorized: in order of first appearance
 
     def token_id(self, token: str) -> int:
         try:
@@ -155,21 +155,27 @@ class Vocabulary:
         df.index = pd.Index(self.region_names(), dtype=str)
         return df
 
+    def _content_hash(self, special_tokens) -> str:
+        h = hashlib.sha256()
+        h.update("\n".join(map(str, self.chroms)).encode())
+        h.update(self.starts.astype("<i8").tobytes())
+        h.update(self.ends.astype("<i8").tobytes())
+        h.update(json.dumps(list(special_tokens)).encode())
+        return h.hexdigest()
+
     @property
     def hash(self) -> str:
         """Stable content hash (sha256 of regions and special tokens, hex)."""
         if self._hash is None:
-            h = hashlib.sha256()
-            h.update("\n".join(map(str, self.chroms)).encode())
-            h.update(self.starts.astype("<i8").tobytes())
-            h.update(self.ends.astype("<i8").tobytes())
-            h.update(json.dumps(self.special_tokens).encode())
-            self._hash = h.hexdigest()
+            self._hash = self._content_hash(self.special_tokens)
         return self._hash
 
     def region_hash(self) -> str:
-        """Hash of the regions alone (the columns of a tokenized matrix)."""
-        return Vocabulary(self.chroms, self.starts, self.ends, special_tokens=()).hash
+        """Hash of the regions alone (the columns of a tokenized matrix): the :attr:`hash` of
+        the same regions without special tokens."""
+        if self._region_hash is None:
+            self._region_hash = self.hash if not self.special_tokens else self._content_hash(())
+        return self._region_hash
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Vocabulary) and self.hash == other.hash

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from numba import njit
 
 # counted blocks are merged once they hold this many entries and twice the merged size
-MERGE_MIN_ENTRIES = 4_000_000
+MERGE_MIN_ENTRIES = 16000000
 
 
 @njit(nogil=True, cache=True)
@@ -124,9 +124,9 @@ class PairSums:
         out_s = np.empty(len(out_k), np.int64)
         m = _merge_counts(self._keys, self._sums, keys, out_k, out_s)
         del keys
-        # keep only what was written (a copy, so the slack is freed)
-        self._keys, self._sums = (out_k[:m].copy(), out_s[:m].copy()) if m < 0.9 * len(out_k) else (
-            out_k[:m], out_s[:m])
+        out_k.resize(m, refcheck=False)  # in place (the slack is returned, nothing is copied)
+        out_s.resize(m, refcheck=False)
+        self._keys, self._sums = out_k, out_s
 
     @property
     def n_entries(self) -> int:

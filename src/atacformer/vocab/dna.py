@@ -33,7 +33,7 @@ Examples
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -311,9 +311,18 @@ class MotifSet:
     pssms: list[np.ndarray]
     pvalue: float
     thresholds: np.ndarray
+    _tables: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def scan_tables(self) -> tuple:
+        """The arrays the scanning kernel reads (block score tables, their order, the
+        stacked matrices), built on first use and kept: a set scanned over many chromosomes
+        or region sets builds them once."""
+        if self._tables is None:
+            self._tables = _motif_arrays(self.pssms, self.thresholds)
+        return self._tables
 
     @classmethod
     def from_bio(cls, motifs, pvalue: float = 1e-4, pseudocounts="jaspar", precision: int = 1000) -> "MotifSet":
@@ -463,7 +472,7 @@ def _motif_arrays(pssms, thresholds=None):
             i64(g_order), i64(q_first), i64(q_n), np.array(q_after, dtype=np.bool_))
 
 
-def scan_motifs(codes: np.ndarray, starts, ends, motifs: MotifSet, packed=None) -> tuple[np.ndarray, np.ndarray]:
+def scan_motifs(codes: np.ndarray, starts, ends, motifs: MotifSet) -> tuple[np.ndarray, np.ndarray]:
     """Max log-odds score (float32, NaN without a full ACGT window) and the number of windows
     scoring at least the motif's threshold, both strands, of every region ``codes[s:e]`` and
     motif: two ``(n_regions, n_motifs)`` arrays.
@@ -482,7 +491,7 @@ def scan_motifs(codes: np.ndarray, starts, ends, motifs: MotifSet, packed=None) 
     out_cnt = np.zeros((len(starts), n_m), dtype=np.int32)
     if n_m == 0 or len(starts) == 0:
         return out_max, out_cnt
-    packed = packed if packed is not None else _motif_arrays(motifs.pssms, motifs.thresholds)
+    packed = motifs.scan_tables()
     if max(len(m) for m in motifs.pssms) >= K.RUN_CAP:
         raise ValueError(f"motifs of {K.RUN_CAP} columns or more are not supported")
     mats, off, lens, *blocks = packed
@@ -636,7 +645,6 @@ def region_features(regions, fasta, *, kmers=(4, 5, 6), motifs="JASPAR2024", pva
         encoder = HFEncoder(encoder)
     if encoder is not None and not isinstance(encoder, DNAEncoder):
         raise TypeError("encoder must have an encode(sequences) method")
-    packed = _motif_arrays(ms.pssms, ms.thresholds) if ms is not None and len(ms) else None
     kcols = {k: canonical_kmers(k)[1] for k in kmers}
     blocks = {k: np.zeros((n, len(kcols[k])), dtype=np.float32) for k in kmers}
     if ms is not None:
@@ -650,7 +658,7 @@ def region_features(regions, fasta, *, kmers=(4, 5, 6), motifs="JASPAR2024", pva
             for k in kmers:
                 blocks[k][rows] = kmer_frequencies(codes, s, e, k)
             if ms is not None and len(ms):
-                a, b = scan_motifs(codes, s, e, ms, packed=packed)
+                a, b = scan_motifs(codes, s, e, ms)
                 mmax[rows] = a
                 mcnt[rows] = b
             if encoder is not None:

@@ -71,8 +71,9 @@ def ascii_to_unicode(codes: np.ndarray) -> np.ndarray:
     Widening each byte to a UCS-4 code unit is what ``S -> U`` conversion does, minus its
     per-element decoding (about 8x faster on a million barcodes)."""
     n, width = codes.shape
-    return np.ascontiguousarray(codes, dtype=np.uint32).view(f"U{max(width, 1)}").reshape(n) if width else \
-        np.zeros(n, dtype="U1")
+    if width == 0:
+        return np.zeros(n, dtype="U1")
+    return np.ascontiguousarray(codes, dtype=np.uint32).view(f"U{width}").reshape(n)
 
 
 def unicode_to_ascii(arr: np.ndarray) -> np.ndarray | None:

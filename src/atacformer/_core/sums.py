@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from numba import njit
 
 # counted blocks are merged once they hold this many entries and twice the merged size
-MERGE_MIN_ENTRIES = 16000000
+MERGE_MIN_ENTRIES = 16_000_000
 
 
 @njit(nogil=True, cache=True)
@@ -63,15 +63,6 @@ def _keys_to_csr(keys, sums, n_cols, indptr, indices, data):
     for r in range(n_rows):
         indptr[r + 1] += indptr[r]
     return -1
-
-
-def count_keys(keys: np.ndarray):
-    """Sorted unique keys and how often each occurs."""
-    keys = np.sort(np.asarray(keys, dtype=np.int64))
-    out_k = np.empty(len(keys), np.int64)
-    out_s = np.empty(len(keys), np.int64)
-    m = _merge_counts(out_k[:0], out_s[:0], keys, out_k, out_s)
-    return out_k[:m], out_s[:m]
 
 
 class PairSums:
